@@ -1,0 +1,17 @@
+-- Plan, medium priority: a job's tasks by status (progress, queue depth, rescue of running tasks) scanned tasks.
+--
+-- Built CONCURRENTLY so writes to tasks continue while it builds. PostgreSQL
+-- refuses CONCURRENTLY inside a transaction, and dbmate sends a whole section
+-- as one statement batch, so this file holds exactly one statement per section.
+-- No IF NOT EXISTS: a failed concurrent build leaves an INVALID index behind,
+-- and IF NOT EXISTS would skip it silently. The migration runner drops invalid
+-- indexes before it migrates (sql/ops/invalid_indexes.sql), so a retry
+-- rebuilds the index; plain dbmate fails loudly instead of skipping.
+--
+-- Rollback: DROP INDEX CONCURRENTLY, also without blocking writes.
+
+-- migrate:up transaction:false
+CREATE INDEX CONCURRENTLY idx_tasks_job_id_status ON tasks (job_id, status);
+
+-- migrate:down transaction:false
+DROP INDEX CONCURRENTLY IF EXISTS idx_tasks_job_id_status;

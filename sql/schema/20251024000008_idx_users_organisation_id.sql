@@ -1,0 +1,17 @@
+-- Plan, low priority: users.organisation_id is a foreign key with no index; an organisation's members were found by scanning users.
+--
+-- Built CONCURRENTLY so writes to users continue while it builds. PostgreSQL
+-- refuses CONCURRENTLY inside a transaction, and dbmate sends a whole section
+-- as one statement batch, so this file holds exactly one statement per section.
+-- No IF NOT EXISTS: a failed concurrent build leaves an INVALID index behind,
+-- and IF NOT EXISTS would skip it silently. The migration runner drops invalid
+-- indexes before it migrates (sql/ops/invalid_indexes.sql), so a retry
+-- rebuilds the index; plain dbmate fails loudly instead of skipping.
+--
+-- Rollback: DROP INDEX CONCURRENTLY, also without blocking writes.
+
+-- migrate:up transaction:false
+CREATE INDEX CONCURRENTLY idx_users_organisation_id ON users (organisation_id);
+
+-- migrate:down transaction:false
+DROP INDEX CONCURRENTLY IF EXISTS idx_users_organisation_id;
