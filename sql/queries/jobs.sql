@@ -1,0 +1,219 @@
+-- name: DomainUpsert :one
+-- Finds or creates a domain by name. Relies on domains_name_key. The no-op
+-- update makes RETURNING yield the existing row too.
+INSERT INTO domains (name)
+VALUES (sqlc.arg(name)::text)
+ON CONFLICT (name) DO UPDATE SET name = excluded.name
+RETURNING id;
+
+-- name: JobCreate :one
+-- Creates a job; the jobs_sync_shards trigger gives it its shards.
+INSERT INTO jobs (id, domain_id, user_id, organisation_id, concurrency, max_pages, max_retries)
+VALUES (
+    coalesce(sqlc.narg('id')::text, gen_random_uuid()::text),
+    sqlc.arg(domain_id)::integer,
+    sqlc.narg('user_id')::uuid,
+    sqlc.narg('organisation_id')::uuid,
+    sqlc.arg(concurrency)::integer,
+    sqlc.arg(max_pages)::integer,
+    sqlc.arg(max_retries)::integer
+)
+RETURNING *;
+
+-- name: PageUpsertMany :exec
+-- Creates the pages of a batch that the domain does not have yet. Relies on
+-- pages_domain_id_path_key. Runs in the enqueue transaction before
+-- TaskEnqueue, whose own snapshot then sees every page, including one another
+-- transaction inserted meanwhile (ON CONFLICT waited for it).
+INSERT INTO pages (domain_id, path)
+SELECT j.domain_id, p.path
+FROM jobs j, unnest(sqlc.arg(paths)::text[]) AS p(path)
+WHERE j.id = sqlc.arg(job_id)::text
+ORDER BY p.path
+ON CONFLICT (domain_id, path) DO NOTHING;
+
+-- name: TaskEnqueue :one
+-- Adds a batch of pages to a job as tasks in one statement: duplicates within
+-- the batch and pages the job already has are dropped (tasks_job_id_page_id_key),
+-- pages beyond max_pages are recorded as 'skipped', and the job's total and
+-- skipped counts move once per batch. The job row is locked so two batches of
+-- one job count max_pages correctly; claims never lock it, so they go on.
+-- A pending job starts running. Relies on pages_domain_id_path_key and
+-- tasks_job_id_page_id_key. Notifies idle workers when it adds pending tasks.
+WITH job AS (
+    SELECT id, domain_id, status, max_pages, total_tasks - skipped_tasks AS admitted
+    FROM jobs
+    WHERE id = sqlc.arg(job_id)::text
+    FOR UPDATE
+),
+input AS (
+    SELECT DISTINCT ON (u.path) u.path, u.priority, u.ord
+    FROM (
+        SELECT
+            unnest(sqlc.arg(paths)::text[]) AS path,
+            unnest(sqlc.arg(priorities)::double precision[]) AS priority,
+            generate_series(1, cardinality(sqlc.arg(paths)::text[])) AS ord
+    ) u
+    ORDER BY u.path, u.ord
+),
+fresh AS (
+    SELECT
+        p.id AS page_id,
+        i.path,
+        i.priority,
+        row_number() OVER (ORDER BY i.priority DESC, i.ord) AS rank
+    FROM input i
+    JOIN job ON job.status IN ('pending', 'running', 'paused')
+    JOIN pages p ON p.domain_id = job.domain_id AND p.path = i.path
+    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id)
+),
+inserted AS (
+    INSERT INTO tasks (job_id, page_id, path, priority_score, status)
+    SELECT
+        job.id,
+        f.page_id,
+        f.path,
+        f.priority,
+        CASE WHEN job.max_pages > 0 AND job.admitted + f.rank > job.max_pages
+             THEN 'skipped'::task_status ELSE 'pending'::task_status END
+    FROM fresh f, job
+    ORDER BY f.rank
+    ON CONFLICT (job_id, page_id) DO NOTHING
+    RETURNING status
+),
+added AS (
+    SELECT
+        count(*) FILTER (WHERE status = 'pending')::integer AS pending,
+        count(*) FILTER (WHERE status = 'skipped')::integer AS skipped
+    FROM inserted
+),
+counted AS (
+    UPDATE jobs j
+    SET total_tasks = j.total_tasks + a.pending + a.skipped,
+        skipped_tasks = j.skipped_tasks + a.skipped,
+        status = CASE WHEN j.status = 'pending' THEN 'running'::job_status ELSE j.status END,
+        started_at = coalesce(j.started_at, now())
+    FROM added a, job
+    WHERE j.id = job.id AND job.status IN ('pending', 'running', 'paused')
+    RETURNING j.status
+),
+-- Delivered at commit; one notification per batch, not per task.
+notified AS (
+    SELECT pg_notify('taskq_tasks', job.id)
+    FROM job, added a
+    WHERE a.pending > 0
+)
+SELECT
+    job.status AS job_status,
+    a.pending,
+    a.skipped,
+    (SELECT count(*) FROM notified) > 0 AS notified
+FROM job, added a;
+
+-- name: JobProgressGet :one
+-- A job with its exact progress. Relies on jobs_pkey and job_shards_pkey.
+SELECT
+    j.*,
+    p.completed_tasks AS done_completed,
+    p.failed_tasks AS done_failed,
+    p.skipped_tasks AS done_skipped,
+    p.running_tasks AS running_tasks
+FROM jobs j
+JOIN job_progress p ON p.job_id = j.id
+WHERE j.id = sqlc.arg(id)::text;
+
+-- name: JobSetStatus :one
+-- Moves a job to a new status if it is in one of the statuses allowed to move
+-- there (the caller supplies them). Relies on jobs_pkey.
+UPDATE jobs
+SET status = sqlc.arg(status)::job_status,
+    completed_at = CASE WHEN sqlc.arg(status)::job_status IN ('completed', 'failed', 'cancelled')
+                        THEN now() ELSE completed_at END
+WHERE id = sqlc.arg(id)::text
+  AND status = ANY(sqlc.arg(from_statuses)::job_status[])
+RETURNING status;
+
+-- name: JobStatusGet :one
+-- A job's status, to tell an unknown job from a refused transition.
+-- Relies on jobs_pkey.
+SELECT status FROM jobs WHERE id = sqlc.arg(id)::text;
+
+-- name: TaskSkipPending :one
+-- A cancelled job's pending tasks become 'skipped', counted once in the job's
+-- row. Relies on idx_tasks_job_id_status.
+WITH skipped AS (
+    UPDATE tasks
+    SET status = 'skipped', completed_at = now()
+    WHERE job_id = sqlc.arg(job_id)::text AND status = 'pending'
+    RETURNING 1
+),
+counted AS (
+    UPDATE jobs
+    SET skipped_tasks = skipped_tasks + (SELECT count(*) FROM skipped)
+    WHERE id = sqlc.arg(job_id)::text
+    RETURNING 1
+)
+SELECT count(*)::integer AS skipped FROM skipped;
+
+-- name: JobFinishDrained :many
+-- Marks running jobs that have nothing pending or running as completed.
+-- Relies on idx_tasks_job_id_status; only jobs with shards are looked at.
+UPDATE jobs j
+SET status = 'completed', completed_at = coalesce(sqlc.narg('now')::timestamptz, now())
+WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+  AND j.status = 'running'
+  AND NOT EXISTS (
+      SELECT 1 FROM tasks t
+      WHERE t.job_id = j.id AND t.status IN ('pending', 'running')
+  )
+RETURNING j.id;
+
+-- name: JobRollUp :many
+-- Moves the counts the shards gathered into the jobs rows (once per job, not
+-- per task) and recomputes progress; then a finished job's shards, with
+-- nothing left running on them, are deleted. Locks shards in key order, like
+-- TaskFinishMany. Relies on job_shards_pkey and jobs_pkey.
+WITH locked AS (
+    SELECT s.job_id, s.shard, s.completed, s.failed
+    FROM job_shards s
+    WHERE s.completed > 0 OR s.failed > 0
+       OR EXISTS (
+           SELECT 1 FROM jobs j
+           WHERE j.id = s.job_id AND j.status IN ('completed', 'failed', 'cancelled')
+       )
+    ORDER BY s.job_id, s.shard
+    FOR UPDATE OF s
+),
+moved AS (
+    UPDATE job_shards s
+    SET completed = 0, failed = 0
+    FROM locked l
+    WHERE s.job_id = l.job_id AND s.shard = l.shard
+    RETURNING l.job_id, l.completed, l.failed
+),
+per_job AS (
+    SELECT job_id, sum(completed)::integer AS completed, sum(failed)::integer AS failed
+    FROM moved
+    GROUP BY job_id
+),
+rolled AS (
+    UPDATE jobs j
+    SET completed_tasks = j.completed_tasks + p.completed,
+        failed_tasks = j.failed_tasks + p.failed,
+        progress = CASE WHEN j.total_tasks = 0 THEN 0
+                        ELSE 100.0 * (j.completed_tasks + p.completed + j.failed_tasks + p.failed
+                                      + j.skipped_tasks) / j.total_tasks END
+    FROM per_job p
+    WHERE j.id = p.job_id
+    RETURNING j.id, j.status
+),
+retired AS (
+    DELETE FROM job_shards s
+    USING rolled r
+    WHERE s.job_id = r.id
+      AND r.status IN ('completed', 'failed', 'cancelled')
+      AND NOT EXISTS (SELECT 1 FROM job_shards o WHERE o.job_id = r.id AND o.running > 0)
+    RETURNING s.job_id
+)
+SELECT rolled.id, rolled.status, EXISTS (SELECT 1 FROM retired WHERE retired.job_id = rolled.id) AS retired
+FROM rolled;
