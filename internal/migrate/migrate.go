@@ -1,0 +1,238 @@
+// Package migrate applies the embedded dbmate migrations (sql/schema) through
+// dbmate's own library, so what runs here is what the dbmate CLI runs in
+// scripts/deploy. Around dbmate it adds what dbmate lacks:
+//
+//   - a session advisory lock, so two instances migrating at once take turns
+//     instead of racing (dbmate takes no lock);
+//   - before migrating, it drops INVALID indexes that a failed
+//     CREATE INDEX CONCURRENTLY left behind, so the pending migration rebuilds
+//     them instead of failing on the name (or, with IF NOT EXISTS, silently
+//     keeping an index the planner never uses);
+//   - a target version, so the load test can build the schema as it stood
+//     before the optimisations.
+package migrate
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"regexp"
+	"sort"
+	"testing/fstest"
+	"time"
+
+	"github.com/amacneil/dbmate/v2/pkg/dbmate"
+	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // dbmate's postgres driver
+	"github.com/jackc/pgx/v5"
+
+	"github.com/blue-banded-bee/taskq/gen"
+	"github.com/blue-banded-bee/taskq/sql/schema"
+)
+
+// Versions of the migrations other code refers to.
+const (
+	// VersionBaseSchema is the schema as production had it before round 2.
+	VersionBaseSchema = "20251024000002"
+	// VersionLatest means every migration.
+	VersionLatest = ""
+)
+
+// lockKey is the advisory lock migrations take ("taskq" in ASCII).
+const lockKey int64 = 0x7461736b71
+
+// lockPollInterval is how often a waiting migrator retries the lock.
+const lockPollInterval = 200 * time.Millisecond
+
+// ErrUnknownVersion is returned for a target version no migration has.
+var ErrUnknownVersion = errors.New("no migration has that version")
+
+var fileName = regexp.MustCompile(`^(\d+)_.+\.sql$`)
+
+// Runner migrates one database.
+type Runner struct {
+	// URL of the database, postgres://... (sslmode=disable is added when the
+	// URL sets no sslmode, as dbmate's driver would otherwise require TLS).
+	URL string
+	// Target is the last version to apply; VersionLatest applies all.
+	Target string
+	// Log receives dbmate's progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Migration is one migration file and whether it is applied.
+type Migration struct {
+	Version string
+	File    string
+	Applied bool
+}
+
+// Files returns the migrations up to and including target (all when target
+// is VersionLatest), as a file system dbmate reads.
+func Files(target string) (fs.FS, error) {
+	entries, err := fs.ReadDir(schema.FS, ".")
+	if err != nil {
+		return nil, err
+	}
+	out := fstest.MapFS{}
+	found := target == VersionLatest
+	for _, e := range entries {
+		m := fileName.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		if target != VersionLatest && m[1] > target {
+			continue
+		}
+		found = found || m[1] == target
+		data, err := fs.ReadFile(schema.FS, e.Name())
+		if err != nil {
+			return nil, err
+		}
+		out[e.Name()] = &fstest.MapFile{Data: data, Mode: 0o444}
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownVersion, target)
+	}
+	return out, nil
+}
+
+// Hash identifies the migrations up to target by their names and contents.
+func Hash(target string) (string, error) {
+	files, err := Files(target)
+	if err != nil {
+		return "", err
+	}
+	names, _ := fs.Glob(files, "*.sql")
+	sort.Strings(names)
+	h := sha256.New()
+	for _, name := range names {
+		data, _ := fs.ReadFile(files, name)
+		fmt.Fprintf(h, "%s\x00%d\x00", name, len(data))
+		h.Write(data)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// Up applies every pending migration up to the target, holding the migration
+// lock, after dropping invalid indexes left by an earlier failed build.
+func (r Runner) Up(ctx context.Context) error {
+	return r.locked(ctx, func(conn *pgx.Conn, db *dbmate.DB) error {
+		if err := dropInvalidIndexes(ctx, conn, r.log()); err != nil {
+			return err
+		}
+		return db.Migrate()
+	})
+}
+
+// Down rolls back the most recent applied migration.
+func (r Runner) Down(ctx context.Context) error {
+	return r.locked(ctx, func(_ *pgx.Conn, db *dbmate.DB) error {
+		return db.Rollback()
+	})
+}
+
+// Status lists every migration with whether it is applied.
+func (r Runner) Status(ctx context.Context) ([]Migration, error) {
+	db, err := r.dbmate()
+	if err != nil {
+		return nil, err
+	}
+	found, err := db.FindMigrations()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Migration, 0, len(found))
+	for _, m := range found {
+		out = append(out, Migration{Version: m.Version, File: m.FileName, Applied: m.Applied})
+	}
+	return out, nil
+}
+
+func (r Runner) log() io.Writer {
+	if r.Log == nil {
+		return io.Discard
+	}
+	return r.Log
+}
+
+func (r Runner) dbmate() (*dbmate.DB, error) {
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		return nil, fmt.Errorf("database url: %w", err)
+	}
+	q := u.Query()
+	if q.Get("sslmode") == "" {
+		q.Set("sslmode", "disable")
+		u.RawQuery = q.Encode()
+	}
+	files, err := Files(r.Target)
+	if err != nil {
+		return nil, err
+	}
+	db := dbmate.New(u)
+	db.FS = files
+	db.MigrationsDir = []string{"."}
+	db.AutoDumpSchema = false
+	db.Strict = true
+	db.Log = r.log()
+	return db, nil
+}
+
+// locked runs fn while holding the migration advisory lock on a session of
+// its own.
+//
+// A waiter polls with pg_try_advisory_lock rather than blocking in
+// pg_advisory_lock: a blocked statement keeps a transaction open, and the
+// migrator holding the lock may be running CREATE INDEX CONCURRENTLY, which
+// waits for every open transaction to end. The two would wait for each other
+// through this process, where PostgreSQL's deadlock detector cannot see it.
+func (r Runner) locked(ctx context.Context, fn func(*pgx.Conn, *dbmate.DB) error) error {
+	db, err := r.dbmate()
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, r.URL)
+	if err != nil {
+		return fmt.Errorf("connect for migration lock: %w", err)
+	}
+	defer conn.Close(context.Background())
+	for waited := false; ; waited = true {
+		var got bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", lockKey).Scan(&got); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		if got {
+			break
+		}
+		if !waited {
+			fmt.Fprintln(r.log(), "Waiting for another migration to finish...")
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for migration lock: %w", ctx.Err())
+		case <-time.After(lockPollInterval):
+		}
+	}
+	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock($1)", lockKey) //nolint:errcheck // closing the session releases it too
+	return fn(conn, db)
+}
+
+func dropInvalidIndexes(ctx context.Context, conn *pgx.Conn, log io.Writer) error {
+	stmts, err := gen.New().IndexInvalidDropStatements(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("list invalid indexes: %w", err)
+	}
+	for _, stmt := range stmts {
+		fmt.Fprintf(log, "Invalid index left by a failed build: %s\n", stmt)
+		// One statement per call: CONCURRENTLY refuses to run in a transaction.
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", stmt, err)
+		}
+	}
+	return nil
+}
