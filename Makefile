@@ -1,0 +1,37 @@
+# Every target is something a person would type. `make help` lists them.
+SHELL := /bin/bash
+GO    ?= go
+TOOL  := $(GO) tool -modfile=tools/go.mod
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_\/-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: generate
+generate: ## Regenerate gen/ from sql/schema and sql/queries (sqlc)
+	$(TOOL) sqlc generate
+
+.PHONY: verify
+verify: ## Fail when gen/ is stale or holds files no query file produces
+	$(TOOL) sqlc diff
+	@orphans=0; for f in gen/*.sql.go; do \
+	  q="sql/queries/$$(basename $$f .go)"; \
+	  if [ ! -f "$$q" ]; then echo "orphaned generated file: $$f (no $$q)"; orphans=1; fi; \
+	done; exit $$orphans
+
+.PHONY: lint
+lint: ## gofmt, go vet and go mod tidy must leave nothing to change
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w ."; exit 1; }
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+	cd tools && $(GO) mod tidy -diff
+
+.PHONY: test
+test: verify lint ## Everything CI runs: generated code, lint, and every test against real PostgreSQL
+	$(GO) test -race -timeout 30m ./...
+
+.PHONY: test/short
+test/short: ## Only the Go tests, without the race detector
+	$(GO) test -timeout 30m ./...
