@@ -189,14 +189,12 @@ type JobProgress struct {
 	CompletedAt    *time.Time
 }
 
-// A job's concurrency split over shard rows that claims lock with SKIP LOCKED, and its task counts since the last roll-up into jobs.
+// A job's concurrency split over shard rows that claims lock with SKIP LOCKED; claims counts the claims made on each.
 type JobShard struct {
-	JobID     string
-	Shard     int16
-	Capacity  int32
-	Running   int32
-	Completed int32
-	Failed    int32
+	JobID    string
+	Shard    int16
+	Capacity int32
+	Claims   int64
 }
 
 type JobShareLink struct {
@@ -207,6 +205,15 @@ type JobShareLink struct {
 	CreatedAt time.Time
 	ExpiresAt *time.Time
 	RevokedAt *time.Time
+}
+
+// Per job shard: tasks released (finished or rescued), and outcomes since the last roll-up into jobs. Running = job_shards.claims - releases.
+type JobTally struct {
+	JobID     string
+	Shard     int16
+	Releases  int64
+	Completed int32
+	Failed    int32
 }
 
 type Organisation struct {
@@ -245,7 +252,7 @@ type Task struct {
 	ClaimedBy      *string
 	LeaseExpiresAt *time.Time
 	RunAfter       time.Time
-	Shard          *int16
+	Shard          int16
 }
 
 type User struct {

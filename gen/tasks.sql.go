@@ -12,89 +12,70 @@ import (
 )
 
 const taskClaim = `-- name: TaskClaim :many
-WITH now AS MATERIALIZED (
-    SELECT coalesce($1::timestamptz, now()) AS ts
-),
-free_shard AS (
-    SELECT s.job_id, s.shard, s.capacity - s.running AS free
+WITH shard AS (
+    -- The checks are correlated scalar subqueries so that each one is an
+    -- index probe per shard (jobs_pkey; idx_tasks_claim, chosen for its
+    -- order) whatever the table statistics say: a semi-join here once
+    -- planned a sequential scan of tasks, which slows as finished tasks pile
+    -- up.
+    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free
     FROM job_shards s
-    WHERE s.running < s.capacity
-      AND EXISTS (
-          SELECT 1 FROM jobs j WHERE j.id = s.job_id AND j.status = 'running'
+    -- Read without a lock: releases only grow, so a stale value can only
+    -- make this claim take less, never exceed the capacity.
+    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+    -- A shard another claimer is working on is passed over for the cost of
+    -- an in-memory lock attempt (no WAL), before the probes below run: the
+    -- planner orders quals by cost. Released at commit. Exactness does not
+    -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
+    WHERE pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
+      AND s.claims - r.releases < s.capacity
+      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+      AND (
+          SELECT true
+          FROM tasks t
+          WHERE t.job_id = s.job_id
+            AND t.shard = s.shard
+            AND t.status = 'pending'
+            AND t.run_after <= coalesce($1::timestamptz, now())
+          ORDER BY t.priority_score DESC, t.created_at
+          LIMIT 1
       )
-      AND EXISTS (
-          SELECT 1
-          FROM tasks t, now
-          WHERE t.job_id = s.job_id AND t.status = 'pending' AND t.run_after <= now.ts
-      )
-    -- A batch may need several shards; a single claim locks one.
-    LIMIT least($2::integer, 8)
-    FOR UPDATE OF s SKIP LOCKED
-),
-allotment AS (
-    SELECT
-        job_id,
-        shard,
-        least(free, $2::integer - coalesce(sum(free) OVER (
-            ORDER BY job_id, shard ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-        ), 0)) AS take
-    FROM free_shard
-),
-shard_range AS (
-    SELECT
-        job_id,
-        shard,
-        take,
-        coalesce(sum(take) OVER (
-            PARTITION BY job_id ORDER BY shard ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
-        ), 0) AS first_rank
-    FROM allotment
-    WHERE take > 0
-),
-job_want AS (
-    SELECT job_id, sum(take)::integer AS want
-    FROM shard_range
-    GROUP BY job_id
+    LIMIT 1
+    FOR NO KEY UPDATE OF s SKIP LOCKED
 ),
 picked AS (
-    SELECT
-        c.id,
-        w.job_id,
-        row_number() OVER (PARTITION BY w.job_id ORDER BY c.priority_score DESC, c.created_at) AS rank
-    FROM job_want w
+    SELECT c.id
+    FROM shard
     CROSS JOIN LATERAL (
-        SELECT t.id, t.priority_score, t.created_at
-        FROM tasks t, now
-        WHERE t.job_id = w.job_id AND t.status = 'pending' AND t.run_after <= now.ts
+        SELECT t.id
+        FROM tasks t
+        WHERE t.job_id = shard.job_id
+          AND t.shard = shard.shard
+          AND t.status = 'pending'
+          AND t.run_after <= coalesce($1::timestamptz, now())
         ORDER BY t.priority_score DESC, t.created_at
-        LIMIT w.want
-        FOR UPDATE OF t SKIP LOCKED
+        LIMIT least(shard.free, $2::integer)
+        FOR NO KEY UPDATE OF t SKIP LOCKED
     ) c
-),
-assigned AS (
-    SELECT p.id, r.job_id, r.shard
-    FROM picked p
-    JOIN shard_range r
-      ON r.job_id = p.job_id AND p.rank > r.first_rank AND p.rank <= r.first_rank + r.take
 ),
 claimed AS (
     UPDATE tasks t
     SET status = 'running',
-        started_at = now.ts,
+        started_at = coalesce($1::timestamptz, now()),
         claimed_by = $3::text,
         attempt = t.attempt + 1,
-        lease_expires_at = now.ts + $4::bigint * interval '1 millisecond',
-        shard = a.shard
-    FROM assigned a, now
-    WHERE t.id = a.id
+        lease_expires_at = coalesce($1::timestamptz, now())
+                           + $4::bigint * interval '1 millisecond'
+    FROM picked p
+    WHERE t.id = p.id
     RETURNING t.id, t.job_id, t.page_id, t.path, t.priority_score, t.retry_count, t.attempt,
-              t.created_at, t.started_at, t.lease_expires_at, t.shard
+              t.created_at, t.started_at, t.lease_expires_at
 ),
 occupied AS (
     UPDATE job_shards s
-    SET running = s.running + c.n
-    FROM (SELECT job_id, shard, count(*)::integer AS n FROM claimed GROUP BY job_id, shard) c
-    WHERE s.job_id = c.job_id AND s.shard = c.shard
+    SET claims = s.claims + (SELECT count(*) FROM claimed)
+    FROM shard
+    WHERE s.job_id = shard.job_id AND s.shard = shard.shard
     RETURNING s.job_id
 )
 SELECT
@@ -132,20 +113,17 @@ type TaskClaimRow struct {
 	LeaseExpiresAt time.Time
 }
 
-// Every statement here that moves a task into or out of 'running' moves the
-// job_shards counts in the same statement, so the concurrency limit and the
-// progress counters are exact at every commit; "now" defaults to the server's
-// clock and is a parameter so tests can move time without sleeping.
-// Claims up to max_tasks of the best pending tasks of running jobs. Relies on
-// job_shards_pkey to find free capacity and idx_tasks_claim
-// (job_id, priority_score DESC, created_at) WHERE status = 'pending' to read a
-// job's next tasks in order. Shards and tasks are locked FOR UPDATE SKIP
-// LOCKED, so concurrent claimers never wait on each other, and the jobs row is
-// only read, never locked: locking it would serialise every claimer of a job.
-// How many tasks each locked shard takes: its free capacity, until max_tasks.
-// Each shard's share as a range of ranks within its job: (first_rank, first_rank + take].
-// One index scan per job (not per shard: a second scan of the same job
-// would return the rows this statement already locked).
+// Claims up to max_tasks of the best pending tasks of a running job. A claim
+// locks one free job shard with SKIP LOCKED and takes that shard's best tasks
+// (idx_tasks_claim: job_id, shard, priority_score DESC, created_at, partial on
+// pending), so concurrent claimers hold different shards and never scan or
+// lock each other's tasks. The jobs row is only read: locking it would
+// serialise every claimer of the job. The shard's claims count moves in the
+// same statement, so claims - releases <= capacity holds at every commit.
+// One shard per statement keeps the plan small (its set-up dominates a
+// one-task claim); a shard's capacity is concurrency / shards, so a batch
+// still fills from a large job. "now" is a parameter (default: the server's
+// clock) so tests can move time.
 func (q *Queries) TaskClaim(ctx context.Context, db DBTX, arg TaskClaimParams) ([]TaskClaimRow, error) {
 	rows, err := db.Query(ctx, taskClaim,
 		arg.Now,
@@ -186,13 +164,18 @@ const taskClaimableExists = `-- name: TaskClaimableExists :one
 SELECT EXISTS (
     SELECT 1
     FROM job_shards s
-    WHERE s.running < s.capacity
-      AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = s.job_id AND j.status = 'running')
-      AND EXISTS (
-          SELECT 1
+    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+    WHERE s.claims - r.releases < s.capacity
+      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+      AND (
+          SELECT true
           FROM tasks t
-          WHERE t.job_id = s.job_id AND t.status = 'pending'
+          WHERE t.job_id = s.job_id
+            AND t.shard = s.shard
+            AND t.status = 'pending'
             AND t.run_after <= coalesce($1::timestamptz, now())
+          ORDER BY t.priority_score DESC, t.created_at
+          LIMIT 1
       )
 ) AS claimable
 `
@@ -212,21 +195,24 @@ UPDATE tasks t
 SET lease_expires_at = coalesce($1::timestamptz, now())
                        + $2::bigint * interval '1 millisecond'
 FROM (
-    SELECT unnest($4::text[]) AS id, unnest($5::integer[]) AS attempt
+    SELECT
+        unnest($3::text[]) AS id,
+        unnest($4::text[]) AS worker_id,
+        unnest($5::integer[]) AS attempt
 ) i
 WHERE t.id = i.id
-  AND t.status = 'running'
-  AND t.claimed_by = $3::text
+  AND t.status::text = 'running'
+  AND t.claimed_by = i.worker_id
   AND t.attempt = i.attempt
 RETURNING t.id, t.lease_expires_at::timestamptz AS lease_expires_at
 `
 
 type TaskExtendLeaseParams struct {
-	Now      *time.Time
-	LeaseMs  int64
-	WorkerID string
-	Ids      []string
-	Attempts []int32
+	Now       *time.Time
+	LeaseMs   int64
+	Ids       []string
+	WorkerIds []string
+	Attempts  []int32
 }
 
 type TaskExtendLeaseRow struct {
@@ -234,14 +220,14 @@ type TaskExtendLeaseRow struct {
 	LeaseExpiresAt time.Time
 }
 
-// Extends the leases of tasks a worker still holds; returns the ids extended.
-// Relies on tasks_pkey.
+// Extends the leases of tasks their workers still hold; returns the ids
+// extended. Relies on tasks_pkey (see TaskFinishMany for the status::text).
 func (q *Queries) TaskExtendLease(ctx context.Context, db DBTX, arg TaskExtendLeaseParams) ([]TaskExtendLeaseRow, error) {
 	rows, err := db.Query(ctx, taskExtendLease,
 		arg.Now,
 		arg.LeaseMs,
-		arg.WorkerID,
 		arg.Ids,
+		arg.WorkerIds,
 		arg.Attempts,
 	)
 	if err != nil {
@@ -263,13 +249,11 @@ func (q *Queries) TaskExtendLease(ctx context.Context, db DBTX, arg TaskExtendLe
 }
 
 const taskFinishMany = `-- name: TaskFinishMany :many
-WITH now AS MATERIALIZED (
-    SELECT coalesce($1::timestamptz, now()) AS ts
-),
-input AS (
+WITH input AS (
     -- Set-returning functions in one select list advance in lockstep.
     SELECT
-        unnest($2::text[]) AS id,
+        unnest($1::text[]) AS id,
+        unnest($2::text[]) AS worker_id,
         unnest($3::integer[]) AS attempt,
         unnest($4::boolean[]) AS failed,
         unnest($5::boolean[]) AS retryable,
@@ -281,80 +265,80 @@ input AS (
         unnest($11::jsonb[]) AS headers,
         unnest($12::text[]) AS error
 ),
-held AS (
-    SELECT
-        t.id,
-        t.job_id,
-        t.shard,
-        i.failed AND i.retryable AND t.retry_count < j.max_retries AS retry,
-        i.id, i.attempt, i.failed, i.retryable, i.status_code, i.response_time, i.cache_status, i.content_type, i.content_length, i.headers, i.error
-    FROM input i
-    JOIN tasks t ON t.id = i.id
-    JOIN jobs j ON j.id = t.job_id
-    WHERE t.status = 'running'
-      AND t.claimed_by = $13::text
-      AND t.attempt = i.attempt
-),
 finished AS (
     UPDATE tasks t
-    SET status = CASE WHEN NOT h.failed THEN 'completed'::task_status
-                      WHEN h.retry THEN 'pending'::task_status
+    SET status = CASE WHEN NOT i.failed THEN 'completed'::task_status
+                      WHEN task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
+                      THEN 'pending'::task_status
                       ELSE 'failed'::task_status END,
-        retry_count = t.retry_count + h.retry::integer,
-        run_after = CASE WHEN h.retry
-                         THEN now.ts + least(
+        retry_count = t.retry_count
+                      + (i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status))::integer,
+        run_after = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
+                         THEN coalesce($13::timestamptz, now()) + least(
                                   $14::bigint,
                                   $15::bigint * (2 ^ t.retry_count)::bigint
                               ) * interval '1 millisecond'
                          ELSE t.run_after END,
-        completed_at = CASE WHEN h.retry THEN NULL ELSE now.ts END,
+        completed_at = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
+                            THEN NULL ELSE coalesce($13::timestamptz, now()) END,
         lease_expires_at = NULL,
-        shard = NULL,
-        status_code = nullif(h.status_code, 0),
-        response_time = nullif(h.response_time, -1),
-        cache_status = nullif(h.cache_status, ''),
-        content_type = nullif(h.content_type, ''),
-        content_length = nullif(h.content_length, -1),
-        headers = h.headers,
-        error = nullif(h.error, '')
-    FROM held h, now
-    WHERE t.id = h.id
-    RETURNING t.id, h.job_id, h.shard, t.status
+        status_code = nullif(i.status_code, 0),
+        response_time = nullif(i.response_time, -1),
+        cache_status = nullif(i.cache_status, ''),
+        content_type = nullif(i.content_type, ''),
+        content_length = nullif(i.content_length, -1),
+        headers = i.headers,
+        error = nullif(i.error, '')
+    FROM input i, jobs j
+    -- Driven from the input, one tasks_pkey probe per row. status is compared
+    -- as text so that the planner cannot reach tasks through
+    -- idx_tasks_job_id_status instead, whose 'running' rows it underestimates
+    -- when the table was analysed with every task pending (that plan re-ran
+    -- the input for every running task: seconds per batch). The claim check
+    -- is on the row being updated, so PostgreSQL re-checks it on the newest
+    -- row version after waiting for a concurrent update (a rescuer's): a
+    -- claim that is no longer held writes nothing.
+    WHERE t.id = i.id
+      AND j.id = t.job_id
+      AND t.status::text = 'running'
+      AND t.claimed_by = i.worker_id
+      AND t.attempt = i.attempt
+    RETURNING t.id, t.job_id, t.shard, t.status
 ),
 shard_delta AS (
     SELECT
         job_id,
-        coalesce(shard, 0) AS shard,
-        count(shard)::integer AS released,
+        shard,
+        count(*)::integer AS released,
         count(*) FILTER (WHERE status = 'completed')::integer AS completed,
         count(*) FILTER (WHERE status = 'failed')::integer AS failed
     FROM finished
-    GROUP BY job_id, coalesce(shard, 0)
+    GROUP BY job_id, shard
 ),
-locked_shard AS (
-    SELECT s.job_id, s.shard
-    FROM job_shards s
-    JOIN shard_delta d ON d.job_id = s.job_id AND d.shard = s.shard
-    ORDER BY s.job_id, s.shard
-    FOR UPDATE OF s
+locked_tally AS (
+    SELECT r.job_id, r.shard
+    FROM job_tallies r
+    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
+    ORDER BY r.job_id, r.shard
+    FOR NO KEY UPDATE OF r
 ),
 counted AS (
-    UPDATE job_shards s
-    SET running = s.running - d.released,
-        completed = s.completed + d.completed,
-        failed = s.failed + d.failed
-    FROM shard_delta d, locked_shard l
-    WHERE s.job_id = d.job_id AND s.shard = d.shard
-      AND l.job_id = s.job_id AND l.shard = s.shard
-    RETURNING s.job_id
+    UPDATE job_tallies r
+    SET releases = r.releases + d.released,
+        completed = r.completed + d.completed,
+        failed = r.failed + d.failed
+    FROM shard_delta d, locked_tally l
+    WHERE r.job_id = d.job_id AND r.shard = d.shard
+      AND l.job_id = r.job_id AND l.shard = r.shard
+    RETURNING r.job_id
 )
 SELECT finished.id, finished.job_id, finished.status
 FROM finished
 `
 
 type TaskFinishManyParams struct {
-	Now            *time.Time
 	Ids            []string
+	WorkerIds      []string
 	Attempts       []int32
 	Failed         []bool
 	Retryable      []bool
@@ -365,7 +349,7 @@ type TaskFinishManyParams struct {
 	ContentLengths []int64
 	Headers        []json.RawMessage
 	Errors         []string
-	WorkerID       string
+	Now            *time.Time
 	BackoffMaxMs   int64
 	BackoffBaseMs  int64
 }
@@ -376,17 +360,19 @@ type TaskFinishManyRow struct {
 	Status TaskStatus
 }
 
-// Records the outcome of many claimed tasks in one statement. Only rows still
-// held by the same claim (running, same worker, same attempt) change, so a
+// Records the outcome of many claimed tasks, of any workers, in one
+// statement. Only rows still held by the same claim (running, same worker,
+// same attempt) change, so a
 // task that was rescued and claimed again elsewhere is not overwritten; the
 // ids returned are the ones that landed. A failure is retried after a backoff
 // until the job's max_retries, then it is final. Relies on tasks_pkey for the
-// tasks and job_shards_pkey for the shards, which are locked in key order so
-// that two finishing workers cannot deadlock.
+// tasks and job_tallies_pkey for the tallies, locked in key order so that two
+// finishing workers cannot deadlock; claims never lock tallies, so finishing
+// never waits for a claim.
 func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishManyParams) ([]TaskFinishManyRow, error) {
 	rows, err := db.Query(ctx, taskFinishMany,
-		arg.Now,
 		arg.Ids,
+		arg.WorkerIds,
 		arg.Attempts,
 		arg.Failed,
 		arg.Retryable,
@@ -397,7 +383,7 @@ func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishMan
 		arg.ContentLengths,
 		arg.Headers,
 		arg.Errors,
-		arg.WorkerID,
+		arg.Now,
 		arg.BackoffMaxMs,
 		arg.BackoffBaseMs,
 	)
@@ -506,58 +492,63 @@ func (q *Queries) TaskListByJob(ctx context.Context, db DBTX, jobID string) ([]T
 }
 
 const taskRescueExpired = `-- name: TaskRescueExpired :many
-WITH now AS MATERIALIZED (
-    SELECT coalesce($1::timestamptz, now()) AS ts
-),
-expired AS (
-    SELECT t.id, t.job_id, t.shard, t.claimed_by, t.retry_count < j.max_retries AS retry
+WITH expired AS (
+    SELECT
+        t.id,
+        t.job_id,
+        t.shard,
+        t.claimed_by,
+        t.retry_count < j.max_retries AND j.status IN ('pending', 'running', 'paused') AS retry
     FROM job_shards s
     JOIN jobs j ON j.id = s.job_id
-    JOIN tasks t ON t.job_id = s.job_id
-    CROSS JOIN now
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.job_id, t.shard, t.claimed_by, t.retry_count
+        FROM tasks t
+        WHERE t.job_id = s.job_id
+          AND t.status = 'running'
+          AND t.lease_expires_at < coalesce($1::timestamptz, now())
+        LIMIT $2::integer
+        FOR NO KEY UPDATE OF t SKIP LOCKED
+    ) t
     WHERE s.shard = 0
-      AND t.status = 'running'
-      AND t.lease_expires_at < now.ts
     LIMIT $2::integer
-    FOR UPDATE OF t SKIP LOCKED
 ),
 rescued AS (
     UPDATE tasks t
     SET status = CASE WHEN e.retry THEN 'pending'::task_status ELSE 'failed'::task_status END,
         retry_count = t.retry_count + 1,
-        run_after = now.ts,
-        completed_at = CASE WHEN e.retry THEN NULL ELSE now.ts END,
+        run_after = coalesce($1::timestamptz, now()),
+        completed_at = CASE WHEN e.retry THEN NULL ELSE coalesce($1::timestamptz, now()) END,
         lease_expires_at = NULL,
-        shard = NULL,
         error = 'lease expired: worker ' || coalesce(e.claimed_by, 'unknown') || ' stopped renewing it'
-    FROM expired e, now
+    FROM expired e
     WHERE t.id = e.id
     RETURNING t.id, e.job_id, e.shard, t.status, e.claimed_by
 ),
 shard_delta AS (
     SELECT
         job_id,
-        coalesce(shard, 0) AS shard,
-        count(shard)::integer AS released,
+        shard,
+        count(*)::integer AS released,
         count(*) FILTER (WHERE status = 'failed')::integer AS failed
     FROM rescued
-    GROUP BY job_id, coalesce(shard, 0)
+    GROUP BY job_id, shard
 ),
-locked_shard AS (
-    SELECT s.job_id, s.shard
-    FROM job_shards s
-    JOIN shard_delta d ON d.job_id = s.job_id AND d.shard = s.shard
-    ORDER BY s.job_id, s.shard
-    FOR UPDATE OF s
+locked_tally AS (
+    SELECT r.job_id, r.shard
+    FROM job_tallies r
+    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
+    ORDER BY r.job_id, r.shard
+    FOR NO KEY UPDATE OF r
 ),
 counted AS (
-    UPDATE job_shards s
-    SET running = s.running - d.released,
-        failed = s.failed + d.failed
-    FROM shard_delta d, locked_shard l
-    WHERE s.job_id = d.job_id AND s.shard = d.shard
-      AND l.job_id = s.job_id AND l.shard = s.shard
-    RETURNING s.job_id
+    UPDATE job_tallies r
+    SET releases = r.releases + d.released,
+        failed = r.failed + d.failed
+    FROM shard_delta d, locked_tally l
+    WHERE r.job_id = d.job_id AND r.shard = d.shard
+      AND l.job_id = r.job_id AND l.shard = r.shard
+    RETURNING r.job_id
 )
 SELECT rescued.id, rescued.job_id, rescued.status, rescued.claimed_by::text AS claimed_by
 FROM rescued

@@ -35,13 +35,19 @@ ON CONFLICT (domain_id, path) DO NOTHING;
 -- name: TaskEnqueue :one
 -- Adds a batch of pages to a job as tasks in one statement: duplicates within
 -- the batch and pages the job already has are dropped (tasks_job_id_page_id_key),
--- pages beyond max_pages are recorded as 'skipped', and the job's total and
--- skipped counts move once per batch. The job row is locked so two batches of
+-- pages beyond max_pages are recorded as 'skipped', tasks are dealt to the
+-- job's shards, and the job's total and skipped counts move once per batch. The job row is locked so two batches of
 -- one job count max_pages correctly; claims never lock it, so they go on.
 -- A pending job starts running. Relies on pages_domain_id_path_key and
 -- tasks_job_id_page_id_key. Notifies idle workers when it adds pending tasks.
 WITH job AS (
-    SELECT id, domain_id, status, max_pages, total_tasks - skipped_tasks AS admitted
+    SELECT
+        id,
+        domain_id,
+        status,
+        max_pages,
+        total_tasks - skipped_tasks AS admitted,
+        (SELECT count(*) FROM job_shards s WHERE s.job_id = jobs.id)::integer AS shards
     FROM jobs
     WHERE id = sqlc.arg(job_id)::text
     FOR UPDATE
@@ -68,14 +74,17 @@ fresh AS (
     WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id)
 ),
 inserted AS (
-    INSERT INTO tasks (job_id, page_id, path, priority_score, status)
+    INSERT INTO tasks (job_id, page_id, path, priority_score, status, shard)
     SELECT
         job.id,
         f.page_id,
         f.path,
         f.priority,
         CASE WHEN job.max_pages > 0 AND job.admitted + f.rank > job.max_pages
-             THEN 'skipped'::task_status ELSE 'pending'::task_status END
+             THEN 'skipped'::task_status ELSE 'pending'::task_status END,
+        -- Dealt round-robin in priority order, so every shard holds a fair
+        -- share of the best tasks.
+        ((job.admitted + f.rank - 1) % greatest(job.shards, 1))::smallint
     FROM fresh f, job
     ORDER BY f.rank
     ON CONFLICT (job_id, page_id) DO NOTHING
@@ -130,7 +139,7 @@ SET status = sqlc.arg(status)::job_status,
     completed_at = CASE WHEN sqlc.arg(status)::job_status IN ('completed', 'failed', 'cancelled')
                         THEN now() ELSE completed_at END
 WHERE id = sqlc.arg(id)::text
-  AND status = ANY(sqlc.arg(from_statuses)::job_status[])
+  AND status::text = ANY(sqlc.arg(from_statuses)::text[])
 RETURNING status;
 
 -- name: JobStatusGet :one
@@ -169,51 +178,52 @@ WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
 RETURNING j.id;
 
 -- name: JobRollUp :many
--- Moves the counts the shards gathered into the jobs rows (once per job, not
--- per task) and recomputes progress; then a finished job's shards, with
--- nothing left running on them, are deleted. Locks shards in key order, like
--- TaskFinishMany. Relies on job_shards_pkey and jobs_pkey.
+-- Moves the outcomes the tallies gathered into the jobs rows (once per job,
+-- not per task) and recomputes progress. Locks tallies in key order, like
+-- TaskFinishMany. Relies on job_tallies_pkey and jobs_pkey.
 WITH locked AS (
-    SELECT s.job_id, s.shard, s.completed, s.failed
-    FROM job_shards s
-    WHERE s.completed > 0 OR s.failed > 0
-       OR EXISTS (
-           SELECT 1 FROM jobs j
-           WHERE j.id = s.job_id AND j.status IN ('completed', 'failed', 'cancelled')
-       )
-    ORDER BY s.job_id, s.shard
-    FOR UPDATE OF s
+    SELECT r.job_id, r.shard, r.completed, r.failed
+    FROM job_tallies r
+    WHERE r.completed > 0 OR r.failed > 0
+    ORDER BY r.job_id, r.shard
+    FOR NO KEY UPDATE OF r
 ),
 moved AS (
-    UPDATE job_shards s
+    UPDATE job_tallies r
     SET completed = 0, failed = 0
     FROM locked l
-    WHERE s.job_id = l.job_id AND s.shard = l.shard
+    WHERE r.job_id = l.job_id AND r.shard = l.shard
     RETURNING l.job_id, l.completed, l.failed
 ),
 per_job AS (
     SELECT job_id, sum(completed)::integer AS completed, sum(failed)::integer AS failed
     FROM moved
     GROUP BY job_id
-),
-rolled AS (
-    UPDATE jobs j
-    SET completed_tasks = j.completed_tasks + p.completed,
-        failed_tasks = j.failed_tasks + p.failed,
-        progress = CASE WHEN j.total_tasks = 0 THEN 0
-                        ELSE 100.0 * (j.completed_tasks + p.completed + j.failed_tasks + p.failed
-                                      + j.skipped_tasks) / j.total_tasks END
-    FROM per_job p
-    WHERE j.id = p.job_id
-    RETURNING j.id, j.status
-),
-retired AS (
-    DELETE FROM job_shards s
-    USING rolled r
-    WHERE s.job_id = r.id
-      AND r.status IN ('completed', 'failed', 'cancelled')
-      AND NOT EXISTS (SELECT 1 FROM job_shards o WHERE o.job_id = r.id AND o.running > 0)
-    RETURNING s.job_id
 )
-SELECT rolled.id, rolled.status, EXISTS (SELECT 1 FROM retired WHERE retired.job_id = rolled.id) AS retired
-FROM rolled;
+UPDATE jobs j
+SET completed_tasks = j.completed_tasks + p.completed,
+    failed_tasks = j.failed_tasks + p.failed,
+    progress = CASE WHEN j.total_tasks = 0 THEN 0
+                    ELSE 100.0 * (j.completed_tasks + p.completed + j.failed_tasks + p.failed
+                                  + j.skipped_tasks) / j.total_tasks END
+FROM per_job p
+WHERE j.id = p.job_id
+RETURNING j.id;
+
+-- name: JobShardsRetire :many
+-- Deletes the shards (and, by cascade, tallies) of finished jobs once nothing
+-- runs on them and their outcomes are rolled up, keeping job_shards as small
+-- as the set of live jobs, since claims scan it. Relies on job_shards_pkey,
+-- job_tallies_pkey and jobs_pkey.
+DELETE FROM job_shards s
+USING jobs j
+WHERE j.id = s.job_id
+  AND j.status IN ('completed', 'failed', 'cancelled')
+  AND NOT EXISTS (
+      SELECT 1
+      FROM job_shards o
+      JOIN job_tallies r ON r.job_id = o.job_id AND r.shard = o.shard
+      WHERE o.job_id = s.job_id
+        AND (o.claims <> r.releases OR r.completed > 0 OR r.failed > 0)
+  )
+RETURNING s.job_id;

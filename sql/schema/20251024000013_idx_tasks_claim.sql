@@ -1,6 +1,7 @@
--- The claim's index: a job's claimable tasks in exactly the order the claim
--- takes them (priority_score DESC, created_at ASC), so claiming reads the first
--- few entries instead of sorting the job's tasks. Partial on 'pending': only
+-- The claim's index: a job shard's claimable tasks in exactly the order the
+-- claim takes them (priority_score DESC, created_at ASC), so claiming reads
+-- the first few entries instead of sorting the job's tasks, and claimers of
+-- different shards read different parts of it. Partial on 'pending': only
 -- tasks waiting to run are in it, so it stays small while a job drains, and
 -- claiming or finishing a task adds nothing to it.
 --
@@ -10,7 +11,7 @@
 -- Rollback: DROP INDEX CONCURRENTLY.
 
 -- migrate:up transaction:false
-CREATE INDEX CONCURRENTLY idx_tasks_claim ON tasks (job_id, priority_score DESC, created_at)
+CREATE INDEX CONCURRENTLY idx_tasks_claim ON tasks (job_id, shard, priority_score DESC, created_at)
 WHERE status = 'pending';
 
 -- migrate:down transaction:false
