@@ -26,6 +26,7 @@ import (
 
 	"github.com/blue-banded-bee/taskq/internal/localpg"
 	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/internal/tasks"
 )
 
 // EnvURL names the environment variable that points tests at a server.
@@ -69,8 +70,9 @@ func New(t testing.TB) *pgxpool.Pool {
 	return Pool(t, URL(t, migrate.VersionLatest), 8)
 }
 
-// Pool opens a pool of at most maxConns connections to url, closed when the
-// test ends (before pgtestdb drops the database).
+// Pool opens a pool of at most maxConns connections to url, with the queue's
+// session settings (tasks.ConfigurePool), closed when the test ends (before
+// pgtestdb drops the database).
 func Pool(t testing.TB, url string, maxConns int32) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
@@ -78,6 +80,7 @@ func Pool(t testing.TB, url string, maxConns int32) *pgxpool.Pool {
 		t.Fatalf("pgtest: %v", err)
 	}
 	cfg.MaxConns = maxConns
+	tasks.ConfigurePool(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)

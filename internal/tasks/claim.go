@@ -1,0 +1,111 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/blue-banded-bee/taskq/gen"
+)
+
+// Task is a claimed task: what a worker needs to run it and to report back.
+type Task struct {
+	ID            string
+	JobID         string
+	PageID        int32
+	Path          string
+	PriorityScore float64
+	// RetryCount is how many times the task failed and was retried before.
+	RetryCount int32
+	// Attempt numbers this claim (1 for the first); with WorkerID it
+	// identifies the claim when the task is finished.
+	Attempt        int32
+	WorkerID       string
+	CreatedAt      time.Time
+	StartedAt      time.Time
+	LeaseExpiresAt time.Time
+}
+
+// ClaimOne claims the best pending task for workerID, or returns
+// ErrNoTasksAvailable.
+func (q *Queue) ClaimOne(ctx context.Context, workerID string) (*Task, error) {
+	claimed, err := q.Claim(ctx, workerID, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(claimed) == 0 {
+		return nil, ErrNoTasksAvailable
+	}
+	return &claimed[0], nil
+}
+
+// Claim claims up to n pending tasks of running jobs for workerID in one
+// statement, best first (priority_score descending, then oldest), never more
+// than any job's concurrency allows. It returns an empty slice, not an error,
+// when nothing is claimable.
+func (q *Queue) Claim(ctx context.Context, workerID string, n int) ([]Task, error) {
+	if err := checkID("workerID", workerID); err != nil {
+		return nil, err
+	}
+	if err := checkBatch("n", n); err != nil {
+		return nil, err
+	}
+	var out []Task
+	err := q.run(ctx, func(db gen.DBTX) error {
+		for attempt := 0; ; attempt++ {
+			rows, err := q.q.TaskClaim(ctx, db, gen.TaskClaimParams{
+				Now:      q.now(),
+				MaxTasks: int32(n),
+				WorkerID: workerID,
+				LeaseMs:  q.cfg.Lease.Milliseconds(),
+			})
+			if err != nil {
+				return fmt.Errorf("claim %d tasks for %s: %w", n, workerID, err)
+			}
+			if len(rows) > 0 || attempt == q.cfg.ClaimRetries {
+				out = tasksFromRows(rows, workerID)
+				return nil
+			}
+			// Nothing claimed: either nothing is claimable, or every free
+			// shard was locked by another claimer at that instant. Only the
+			// second is worth an immediate retry.
+			claimable, err := q.q.TaskClaimableExists(ctx, db, q.now())
+			if err != nil {
+				return fmt.Errorf("claim %d tasks for %s: %w", n, workerID, err)
+			}
+			if !claimable {
+				return nil
+			}
+			// Back off (0.25 ms doubling, with jitter) so that claimers
+			// losing races do not spin on the database.
+			backoff := time.Duration(250<<attempt) * time.Microsecond
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(backoff/2 + rand.N(backoff)):
+			}
+		}
+	})
+	return out, err
+}
+
+func tasksFromRows(rows []gen.TaskClaimRow, workerID string) []Task {
+	out := make([]Task, len(rows))
+	for i, r := range rows {
+		out[i] = Task{
+			ID:             r.ID,
+			JobID:          r.JobID,
+			PageID:         r.PageID,
+			Path:           r.Path,
+			PriorityScore:  r.PriorityScore,
+			RetryCount:     r.RetryCount,
+			Attempt:        r.Attempt,
+			WorkerID:       workerID,
+			CreatedAt:      r.CreatedAt,
+			StartedAt:      r.StartedAt,
+			LeaseExpiresAt: r.LeaseExpiresAt,
+		}
+	}
+	return out
+}

@@ -1,0 +1,98 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Errors the queue returns. Test for them with errors.Is; the messages
+// returned wrap them with what was being done.
+var (
+	// ErrNoTasksAvailable: nothing is claimable right now.
+	ErrNoTasksAvailable = errors.New("no tasks available")
+	// ErrNotFound: the row asked for does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrJobNotFound: no job has that id.
+	ErrJobNotFound = errors.New("unknown job")
+	// ErrInvalidTransition: the job or task is not in a status that allows
+	// the change (resume a job that is not paused, enqueue into a finished
+	// job, ...).
+	ErrInvalidTransition = errors.New("invalid status transition")
+	// ErrLeaseLost: the worker no longer holds the task: its lease expired
+	// and it was rescued, or it was finished already. Nothing was written.
+	ErrLeaseLost = errors.New("lease lost")
+	// ErrInvalidArgument: the call's input was refused before anything was
+	// sent to the database. The error is an *ArgumentError.
+	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrUnavailable: the database could not be reached, the connection was
+	// lost, or no pooled connection became free in time.
+	ErrUnavailable = errors.New("database unavailable")
+	// ErrTimeout: a statement or lock timeout ended the statement; it was
+	// rolled back.
+	ErrTimeout = errors.New("database timeout")
+	// ErrConflict: the database aborted the transaction to resolve a
+	// deadlock or serialization failure; it was rolled back and may be
+	// retried.
+	ErrConflict = errors.New("database conflict")
+)
+
+// ArgumentError says which argument was refused and why.
+type ArgumentError struct {
+	Arg    string
+	Reason string
+}
+
+func (e *ArgumentError) Error() string {
+	return fmt.Sprintf("invalid argument %s: %s", e.Arg, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalidArgument) true.
+func (e *ArgumentError) Is(target error) bool { return target == ErrInvalidArgument }
+
+func invalid(arg, reason string, a ...any) error {
+	return &ArgumentError{Arg: arg, Reason: fmt.Sprintf(reason, a...)}
+}
+
+// interpretError turns driver errors into the queue's sentinels, keeping the
+// driver error in the chain for logs. It is the only place that looks at
+// driver error types or SQLSTATE codes.
+func interpretError(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "57014", "55P03": // query_canceled (statement_timeout), lock_not_available (lock_timeout)
+			return fmt.Errorf("%w: %w", ErrTimeout, err)
+		case "40P01", "40001": // deadlock_detected, serialization_failure
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		case "57P01", "57P02", "57P03", "08000", "08003", "08006", "53300":
+			// admin_shutdown, crash_shutdown, cannot_connect_now, connection
+			// exceptions, too_many_connections
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		case "22P05", "22021": // untranslatable_character, character_not_in_repertoire
+			return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+		}
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The caller's own context ended: theirs to handle, not an outage.
+		return err
+	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err),
+		errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}

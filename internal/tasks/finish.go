@@ -1,0 +1,245 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/blue-banded-bee/taskq/gen"
+)
+
+// Result is what running a task produced.
+type Result struct {
+	// StatusCode is the HTTP status of the fetched page; 0 means there was
+	// no response, and then the other response fields are not recorded.
+	StatusCode    int
+	ResponseTime  time.Duration
+	CacheStatus   string
+	ContentType   string
+	ContentLength int64
+	Headers       http.Header
+	// Err, when set, fails the task. It is retried after a backoff until the
+	// job's max_retries, unless Permanent.
+	Err       error
+	Permanent bool
+}
+
+// Outcome is a claimed task with its result.
+type Outcome struct {
+	Task   Task
+	Result Result
+}
+
+// FinishReport counts what Finish recorded.
+type FinishReport struct {
+	Completed int
+	Retried   int
+	Failed    int
+	// Lost lists tasks whose claim was no longer held (their lease expired
+	// and they were rescued, or they were finished already): nothing was
+	// written for them.
+	Lost []string
+	// Jobs are the jobs of the tasks recorded.
+	Jobs []string
+}
+
+// Complete records a task's success. It returns ErrLeaseLost if the worker
+// no longer holds the task.
+func (q *Queue) Complete(ctx context.Context, t Task, r Result) error {
+	r.Err = nil
+	return q.finishOne(ctx, t, r)
+}
+
+// Fail records a task's failure: it is retried after a backoff, or fails for
+// good once it has used the job's retries or when permanent is true.
+func (q *Queue) Fail(ctx context.Context, t Task, cause error, permanent bool) error {
+	if cause == nil {
+		return invalid("cause", "nil: a failure needs a cause")
+	}
+	return q.finishOne(ctx, t, Result{Err: cause, Permanent: permanent})
+}
+
+func (q *Queue) finishOne(ctx context.Context, t Task, r Result) error {
+	rep, err := q.Finish(ctx, []Outcome{{Task: t, Result: r}})
+	if err != nil {
+		return err
+	}
+	if len(rep.Lost) > 0 {
+		return fmt.Errorf("finish task %s (attempt %d) for %s: %w", t.ID, t.Attempt, t.WorkerID, ErrLeaseLost)
+	}
+	return nil
+}
+
+// Finish records many outcomes in one statement: successes, and failures
+// that are retried or final. Only tasks still held by the same claim change;
+// the others are reported in FinishReport.Lost and nothing is written for
+// them.
+func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, error) {
+	if err := checkBatch("outcomes", len(outcomes)); err != nil {
+		return FinishReport{}, err
+	}
+	p := gen.TaskFinishManyParams{
+		Now:            q.now(),
+		Ids:            make([]string, len(outcomes)),
+		WorkerIds:      make([]string, len(outcomes)),
+		Attempts:       make([]int32, len(outcomes)),
+		Failed:         make([]bool, len(outcomes)),
+		Retryable:      make([]bool, len(outcomes)),
+		StatusCodes:    make([]int32, len(outcomes)),
+		ResponseTimes:  make([]int32, len(outcomes)),
+		CacheStatuses:  make([]string, len(outcomes)),
+		ContentTypes:   make([]string, len(outcomes)),
+		ContentLengths: make([]int64, len(outcomes)),
+		Headers:        make([]json.RawMessage, len(outcomes)),
+		Errors:         make([]string, len(outcomes)),
+		BackoffBaseMs:  q.cfg.BackoffBase.Milliseconds(),
+		BackoffMaxMs:   q.cfg.BackoffMax.Milliseconds(),
+	}
+	seen := make(map[string]bool, len(outcomes))
+	for i, o := range outcomes {
+		if err := checkID(fmt.Sprintf("outcomes[%d].Task.ID", i), o.Task.ID); err != nil {
+			return FinishReport{}, err
+		}
+		if err := checkID(fmt.Sprintf("outcomes[%d].Task.WorkerID", i), o.Task.WorkerID); err != nil {
+			return FinishReport{}, err
+		}
+		if seen[o.Task.ID] {
+			return FinishReport{}, invalid(fmt.Sprintf("outcomes[%d]", i), "task %s appears twice", o.Task.ID)
+		}
+		seen[o.Task.ID] = true
+		if err := fillOutcome(&p, i, o); err != nil {
+			return FinishReport{}, err
+		}
+	}
+
+	var rows []gen.TaskFinishManyRow
+	err := q.run(ctx, func(db gen.DBTX) (err error) {
+		rows, err = q.q.TaskFinishMany(ctx, db, p)
+		return err
+	})
+	if err != nil {
+		return FinishReport{}, fmt.Errorf("finish %d tasks: %w", len(outcomes), err)
+	}
+	var rep FinishReport
+	landed := make(map[string]bool, len(rows))
+	jobs := map[string]bool{}
+	for _, r := range rows {
+		landed[r.ID] = true
+		if !jobs[r.JobID] {
+			jobs[r.JobID] = true
+			rep.Jobs = append(rep.Jobs, r.JobID)
+		}
+		switch r.Status {
+		case gen.TaskStatusCompleted:
+			rep.Completed++
+		case gen.TaskStatusPending:
+			rep.Retried++
+		default:
+			rep.Failed++
+		}
+	}
+	for _, id := range p.Ids {
+		if !landed[id] {
+			rep.Lost = append(rep.Lost, id)
+		}
+	}
+	return rep, nil
+}
+
+// fillOutcome writes outcome i into the statement's arrays. Absent values are
+// sent as sentinels the statement turns into NULL (0 status, -1 numbers,
+// empty text), since sqlc types array elements as non-null.
+func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
+	r := o.Result
+	p.Ids[i] = o.Task.ID
+	p.WorkerIds[i] = o.Task.WorkerID
+	p.Attempts[i] = o.Task.Attempt
+	p.Failed[i] = r.Err != nil
+	p.Retryable[i] = r.Err != nil && !r.Permanent
+	p.ResponseTimes[i] = -1
+	p.ContentLengths[i] = -1
+	if r.Err != nil {
+		msg := r.Err.Error()
+		if msg == "" {
+			msg = fmt.Sprintf("%T", r.Err)
+		}
+		p.Errors[i] = sanitize(msg)
+	}
+	if r.StatusCode == 0 {
+		return nil
+	}
+	if r.StatusCode < 100 || r.StatusCode > 999 {
+		return invalid(fmt.Sprintf("outcomes[%d].Result.StatusCode", i), "%d is not an HTTP status", r.StatusCode)
+	}
+	if r.ResponseTime < 0 || r.ContentLength < -1 {
+		return invalid(fmt.Sprintf("outcomes[%d].Result", i), "negative response time or content length")
+	}
+	p.StatusCodes[i] = int32(r.StatusCode)
+	p.ResponseTimes[i] = int32(min(r.ResponseTime.Milliseconds(), 1<<31-1))
+	p.CacheStatuses[i] = sanitize(r.CacheStatus)
+	p.ContentTypes[i] = sanitize(r.ContentType)
+	p.ContentLengths[i] = r.ContentLength
+	if r.Headers != nil {
+		h, err := json.Marshal(r.Headers)
+		if err != nil {
+			return invalid(fmt.Sprintf("outcomes[%d].Result.Headers", i), "%v", err)
+		}
+		p.Headers[i] = h
+	}
+	return nil
+}
+
+// sanitize makes text from the outside world storable: PostgreSQL text holds
+// no NUL bytes and only valid UTF-8. Results are evidence, so they are kept
+// (with replacement characters) rather than refused.
+func sanitize(s string) string {
+	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
+}
+
+// ExtendLeases extends the leases of tasks their workers still hold, and
+// returns them with their new expiry. Tasks no longer held are left out and
+// the error wraps ErrLeaseLost.
+func (q *Queue) ExtendLeases(ctx context.Context, held []Task) ([]Task, error) {
+	if err := checkBatch("tasks", len(held)); err != nil {
+		return nil, err
+	}
+	p := gen.TaskExtendLeaseParams{
+		Now:       q.now(),
+		LeaseMs:   q.cfg.Lease.Milliseconds(),
+		Ids:       make([]string, len(held)),
+		WorkerIds: make([]string, len(held)),
+		Attempts:  make([]int32, len(held)),
+	}
+	for i, t := range held {
+		p.Ids[i], p.WorkerIds[i], p.Attempts[i] = t.ID, t.WorkerID, t.Attempt
+	}
+	var rows []gen.TaskExtendLeaseRow
+	err := q.run(ctx, func(db gen.DBTX) (err error) {
+		rows, err = q.q.TaskExtendLease(ctx, db, p)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("extend %d leases: %w", len(held), err)
+	}
+	until := make(map[string]time.Time, len(rows))
+	for _, r := range rows {
+		until[r.ID] = r.LeaseExpiresAt
+	}
+	out := make([]Task, 0, len(rows))
+	var lost []string
+	for _, t := range held {
+		if exp, ok := until[t.ID]; ok {
+			t.LeaseExpiresAt = exp
+			out = append(out, t)
+		} else {
+			lost = append(lost, t.ID)
+		}
+	}
+	if len(lost) > 0 {
+		return out, fmt.Errorf("extend leases: %d of %d tasks no longer held %v: %w", len(lost), len(held), lost, ErrLeaseLost)
+	}
+	return out, nil
+}

@@ -1,0 +1,325 @@
+package tasks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/blue-banded-bee/taskq/gen"
+)
+
+// JobStatus and TaskStatus are the database's enums.
+type (
+	JobStatus  = gen.JobStatus
+	TaskStatus = gen.TaskStatus
+)
+
+// Job statuses.
+const (
+	JobPending   = gen.JobStatusPending
+	JobRunning   = gen.JobStatusRunning
+	JobPaused    = gen.JobStatusPaused
+	JobCompleted = gen.JobStatusCompleted
+	JobFailed    = gen.JobStatusFailed
+	JobCancelled = gen.JobStatusCancelled
+)
+
+// Task statuses.
+const (
+	TaskPending   = gen.TaskStatusPending
+	TaskRunning   = gen.TaskStatusRunning
+	TaskCompleted = gen.TaskStatusCompleted
+	TaskFailed    = gen.TaskStatusFailed
+	TaskSkipped   = gen.TaskStatusSkipped
+)
+
+// JobSpec describes a job to create.
+type JobSpec struct {
+	// ID is optional; a UUID is generated when empty.
+	ID             string
+	Domain         string
+	OrganisationID *uuid.UUID
+	UserID         *uuid.UUID
+	// Concurrency is the most tasks of the job running at once. Default 5.
+	Concurrency int
+	// MaxPages caps the tasks the job runs; enqueued pages beyond it are
+	// recorded as skipped. 0 means no cap.
+	MaxPages int
+	// MaxRetries is how often a failed task is retried. Default 3; set
+	// NoRetries for none.
+	MaxRetries int
+	NoRetries  bool
+}
+
+// Job is a job with its exact progress.
+type Job struct {
+	ID             string
+	DomainID       int32
+	OrganisationID *uuid.UUID
+	UserID         *uuid.UUID
+	Status         JobStatus
+	Concurrency    int
+	MaxPages       int
+	MaxRetries     int
+	Progress       Progress
+	CreatedAt      time.Time
+	StartedAt      *time.Time
+	CompletedAt    *time.Time
+}
+
+// Progress counts a job's tasks by outcome.
+type Progress struct {
+	Total     int
+	Completed int
+	Failed    int
+	Skipped   int
+	Running   int
+	// Pending is waiting to run, including failures waiting to be retried.
+	Pending int
+	// Percent of the tasks that are finished (completed, failed or skipped).
+	Percent float64
+}
+
+// CreateJob creates a job (and the domain, if new). Its tasks are added with
+// Enqueue, which also starts it.
+func (q *Queue) CreateJob(ctx context.Context, spec JobSpec) (Job, error) {
+	if spec.ID != "" {
+		if err := checkID("spec.ID", spec.ID); err != nil {
+			return Job{}, err
+		}
+	}
+	if err := checkID("spec.Domain", spec.Domain); err != nil {
+		return Job{}, err
+	}
+	if spec.Concurrency == 0 {
+		spec.Concurrency = 5
+	}
+	if spec.MaxRetries == 0 && !spec.NoRetries {
+		spec.MaxRetries = 3
+	}
+	switch {
+	case spec.Concurrency < 1 || spec.Concurrency > math.MaxInt32:
+		return Job{}, invalid("spec.Concurrency", "%d, want at least 1", spec.Concurrency)
+	case spec.MaxPages < 0 || spec.MaxPages > math.MaxInt32:
+		return Job{}, invalid("spec.MaxPages", "%d, want 0 (no cap) or more", spec.MaxPages)
+	case spec.MaxRetries < 0 || spec.MaxRetries > 1000:
+		return Job{}, invalid("spec.MaxRetries", "%d, want 0 to 1000", spec.MaxRetries)
+	}
+	var row gen.Job
+	err := q.run(ctx, func(db gen.DBTX) error {
+		domainID, err := q.q.DomainUpsert(ctx, db, spec.Domain)
+		if err != nil {
+			return err
+		}
+		var id *string
+		if spec.ID != "" {
+			id = &spec.ID
+		}
+		row, err = q.q.JobCreate(ctx, db, gen.JobCreateParams{
+			ID:             id,
+			DomainID:       domainID,
+			UserID:         spec.UserID,
+			OrganisationID: spec.OrganisationID,
+			Concurrency:    int32(spec.Concurrency),
+			MaxPages:       int32(spec.MaxPages),
+			MaxRetries:     int32(spec.MaxRetries),
+		})
+		return err
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("create job for %s: %w", spec.Domain, err)
+	}
+	return q.Job(ctx, row.ID)
+}
+
+// Page is a page to crawl as part of a job.
+type Page struct {
+	Path     string
+	Priority float64
+}
+
+// EnqueueResult counts what Enqueue added.
+type EnqueueResult struct {
+	// Pending tasks were added to run.
+	Pending int
+	// Skipped tasks were added as skipped because the job reached max_pages.
+	Skipped int
+	// Duplicates were dropped: repeated in the batch or already in the job.
+	Duplicates int
+}
+
+// Enqueue adds pages to a job as tasks, in one transaction: new pages are
+// created for the job's domain, pages already in the job (or repeated in the
+// batch) are dropped, and pages beyond the job's max_pages are recorded as
+// skipped. A pending job starts running; a paused one stays paused. It fails
+// with ErrJobNotFound for an unknown job and ErrInvalidTransition for a
+// finished one, writing nothing.
+func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (EnqueueResult, error) {
+	if err := checkID("jobID", jobID); err != nil {
+		return EnqueueResult{}, err
+	}
+	if len(pages) == 0 {
+		return EnqueueResult{}, invalid("pages", "empty")
+	}
+	paths := make([]string, len(pages))
+	priorities := make([]float64, len(pages))
+	for i, p := range pages {
+		arg := fmt.Sprintf("pages[%d].Path", i)
+		switch {
+		case p.Path == "":
+			return EnqueueResult{}, invalid(arg, "empty")
+		case len(p.Path) > MaxPathLength:
+			return EnqueueResult{}, invalid(arg, "%d bytes, more than %d", len(p.Path), MaxPathLength)
+		case math.IsNaN(p.Priority) || math.IsInf(p.Priority, 0):
+			return EnqueueResult{}, invalid(fmt.Sprintf("pages[%d].Priority", i), "%v", p.Priority)
+		}
+		if err := checkText(arg, p.Path); err != nil {
+			return EnqueueResult{}, err
+		}
+		paths[i], priorities[i] = p.Path, p.Priority
+	}
+
+	var row gen.TaskEnqueueRow
+	err := q.tx(ctx, func(tx pgx.Tx) error {
+		if err := q.q.PageUpsertMany(ctx, tx, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+			return err
+		}
+		var err error
+		row, err = q.q.TaskEnqueue(ctx, tx, gen.TaskEnqueueParams{JobID: jobID, Paths: paths, Priorities: priorities})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrJobNotFound
+		}
+		if err != nil {
+			return err
+		}
+		switch row.JobStatus {
+		case JobPending, JobRunning, JobPaused:
+			return nil
+		}
+		return fmt.Errorf("%w: job is %s", ErrInvalidTransition, row.JobStatus)
+	})
+	if err != nil {
+		return EnqueueResult{}, fmt.Errorf("enqueue %d pages into job %s: %w", len(pages), jobID, err)
+	}
+	return EnqueueResult{
+		Pending:    int(row.Pending),
+		Skipped:    int(row.Skipped),
+		Duplicates: len(pages) - int(row.Pending) - int(row.Skipped),
+	}, nil
+}
+
+// Job returns a job with its exact progress.
+func (q *Queue) Job(ctx context.Context, id string) (Job, error) {
+	if err := checkID("id", id); err != nil {
+		return Job{}, err
+	}
+	var r gen.JobProgressGetRow
+	err := q.run(ctx, func(db gen.DBTX) (err error) {
+		r, err = q.q.JobProgressGet(ctx, db, id)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return Job{}, fmt.Errorf("job %s: %w", id, ErrJobNotFound)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("job %s: %w", id, err)
+	}
+	p := Progress{
+		Total:     int(r.TotalTasks),
+		Completed: int(r.DoneCompleted),
+		Failed:    int(r.DoneFailed),
+		Skipped:   int(r.DoneSkipped),
+		Running:   int(r.RunningTasks),
+	}
+	p.Pending = p.Total - p.Completed - p.Failed - p.Skipped - p.Running
+	if p.Total > 0 {
+		p.Percent = 100 * float64(p.Completed+p.Failed+p.Skipped) / float64(p.Total)
+	}
+	return Job{
+		ID:             r.ID,
+		DomainID:       r.DomainID,
+		OrganisationID: r.OrganisationID,
+		UserID:         r.UserID,
+		Status:         r.Status,
+		Concurrency:    int(r.Concurrency),
+		MaxPages:       int(r.MaxPages),
+		MaxRetries:     int(r.MaxRetries),
+		Progress:       p,
+		CreatedAt:      r.CreatedAt,
+		StartedAt:      r.StartedAt,
+		CompletedAt:    r.CompletedAt,
+	}, nil
+}
+
+// PauseJob stops a running job's tasks from being claimed; running ones
+// finish.
+func (q *Queue) PauseJob(ctx context.Context, id string) error {
+	return q.setJobStatus(ctx, id, JobPaused, JobRunning)
+}
+
+// ResumeJob lets a paused job's tasks be claimed again.
+func (q *Queue) ResumeJob(ctx context.Context, id string) error {
+	if err := q.setJobStatus(ctx, id, JobRunning, JobPaused); err != nil {
+		return err
+	}
+	return q.run(ctx, func(db gen.DBTX) error {
+		_, err := db.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, id)
+		return err
+	})
+}
+
+// CancelJob ends a job: its pending tasks become skipped and are never
+// claimed; running ones may still finish and record their results.
+func (q *Queue) CancelJob(ctx context.Context, id string) error {
+	if err := checkID("id", id); err != nil {
+		return err
+	}
+	err := q.tx(ctx, func(tx pgx.Tx) error {
+		if err := q.transition(ctx, tx, id, JobCancelled, JobPending, JobRunning, JobPaused); err != nil {
+			return err
+		}
+		_, err := q.q.TaskSkipPending(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cancel job %s: %w", id, err)
+	}
+	return nil
+}
+
+func (q *Queue) setJobStatus(ctx context.Context, id string, to JobStatus, from ...JobStatus) error {
+	if err := checkID("id", id); err != nil {
+		return err
+	}
+	err := q.run(ctx, func(db gen.DBTX) error { return q.transition(ctx, db, id, to, from...) })
+	if err != nil {
+		return fmt.Errorf("set job %s %s: %w", id, to, err)
+	}
+	return nil
+}
+
+// transition moves a job from one of from to to, telling an unknown job
+// (ErrJobNotFound) from one in another status (ErrInvalidTransition).
+func (q *Queue) transition(ctx context.Context, db gen.DBTX, id string, to JobStatus, from ...JobStatus) error {
+	names := make([]string, len(from))
+	for i, s := range from {
+		names[i] = string(s)
+	}
+	_, err := q.q.JobSetStatus(ctx, db, gen.JobSetStatusParams{ID: id, Status: to, FromStatuses: names})
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	current, err := q.q.JobStatusGet(ctx, db, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrJobNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: job is %s, want one of %v to become %s", ErrInvalidTransition, current, from, to)
+}

@@ -1,0 +1,85 @@
+package tasks
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/blue-banded-bee/taskq/gen"
+)
+
+// Rescued is a task the rescuer took back from a worker whose lease expired.
+type Rescued struct {
+	TaskID   string
+	JobID    string
+	WorkerID string
+	// Status is pending when the task will run again, failed when it has
+	// used its retries.
+	Status TaskStatus
+}
+
+// RescueExpired returns up to max running tasks whose lease expired to
+// pending (or failed, past the job's max_retries). Safe to run from many
+// processes at once.
+func (q *Queue) RescueExpired(ctx context.Context, max int) ([]Rescued, error) {
+	if err := checkBatch("max", max); err != nil {
+		return nil, err
+	}
+	var rows []gen.TaskRescueExpiredRow
+	err := q.run(ctx, func(db gen.DBTX) (err error) {
+		rows, err = q.q.TaskRescueExpired(ctx, db, gen.TaskRescueExpiredParams{Now: q.now(), MaxTasks: int32(max)})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rescue expired leases: %w", err)
+	}
+	out := make([]Rescued, len(rows))
+	for i, r := range rows {
+		out[i] = Rescued{TaskID: r.ID, JobID: r.JobID, WorkerID: r.ClaimedBy, Status: r.Status}
+	}
+	return out, nil
+}
+
+// MaintenanceReport says what one Maintain pass did.
+type MaintenanceReport struct {
+	Rescued []Rescued
+	// Finished are jobs that had nothing left to run and were completed.
+	Finished []string
+	// RolledUp are jobs whose counters were folded into their rows.
+	RolledUp int
+}
+
+// Maintain does the queue's periodic work, in this order: rescue tasks whose
+// lease expired, complete running jobs that have nothing left to run, and
+// fold the shards' counters into the jobs rows (once per job, however many
+// tasks finished), retiring finished jobs' shards. Run it every second or so
+// from one or more processes; each step is safe to run concurrently.
+func (q *Queue) Maintain(ctx context.Context) (MaintenanceReport, error) {
+	var rep MaintenanceReport
+	for {
+		rescued, err := q.RescueExpired(ctx, 1000)
+		if err != nil {
+			return rep, err
+		}
+		rep.Rescued = append(rep.Rescued, rescued...)
+		if len(rescued) < 1000 {
+			break
+		}
+	}
+	err := q.run(ctx, func(db gen.DBTX) error {
+		finished, err := q.q.JobFinishDrained(ctx, db, q.now())
+		if err != nil {
+			return fmt.Errorf("finish drained jobs: %w", err)
+		}
+		rep.Finished = finished
+		rolled, err := q.q.JobRollUp(ctx, db)
+		if err != nil {
+			return fmt.Errorf("roll up job counters: %w", err)
+		}
+		rep.RolledUp = len(rolled)
+		if _, err := q.q.JobShardsRetire(ctx, db); err != nil {
+			return fmt.Errorf("retire finished jobs' shards: %w", err)
+		}
+		return nil
+	})
+	return rep, err
+}
