@@ -317,6 +317,48 @@ func (q *Queries) JobStatusGet(ctx context.Context, db DBTX, id string) (JobStat
 	return status, err
 }
 
+const jobSweepCancelled = `-- name: JobSweepCancelled :many
+WITH skipped AS (
+    UPDATE tasks t
+    SET status = 'skipped', completed_at = now()
+    FROM jobs j
+    WHERE j.id = t.job_id
+      AND j.status = 'cancelled'
+      AND j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+      AND t.status = 'pending'
+    RETURNING t.job_id
+)
+UPDATE jobs j
+SET skipped_tasks = j.skipped_tasks + s.n
+FROM (SELECT job_id, count(*)::integer AS n FROM skipped GROUP BY job_id) s
+WHERE j.id = s.job_id
+RETURNING j.id
+`
+
+// Skips tasks that became pending in a cancelled job after it was cancelled
+// (handed back by a worker shutting down), counting them once per job, so a
+// cancelled job never keeps pending tasks. Only cancelled jobs that still
+// have shards are looked at. Relies on idx_tasks_job_id_status.
+func (q *Queries) JobSweepCancelled(ctx context.Context, db DBTX) ([]string, error) {
+	rows, err := db.Query(ctx, jobSweepCancelled)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const pageUpsertMany = `-- name: PageUpsertMany :exec
 INSERT INTO pages (domain_id, path)
 SELECT j.domain_id, p.path

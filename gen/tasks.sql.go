@@ -265,6 +265,15 @@ WITH input AS (
         unnest($11::jsonb[]) AS headers,
         unnest($12::text[]) AS error
 ),
+held AS (
+    SELECT t.id
+    FROM input i
+    JOIN tasks t ON t.id = i.id
+    WHERE t.status::text = 'running'
+      AND t.claimed_by = i.worker_id
+      AND t.attempt = i.attempt
+    FOR NO KEY UPDATE OF t SKIP LOCKED
+),
 finished AS (
     UPDATE tasks t
     SET status = CASE WHEN NOT i.failed THEN 'completed'::task_status
@@ -289,20 +298,10 @@ finished AS (
         content_length = nullif(i.content_length, -1),
         headers = i.headers,
         error = nullif(i.error, '')
-    FROM input i, jobs j
-    -- Driven from the input, one tasks_pkey probe per row. status is compared
-    -- as text so that the planner cannot reach tasks through
-    -- idx_tasks_job_id_status instead, whose 'running' rows it underestimates
-    -- when the table was analysed with every task pending (that plan re-ran
-    -- the input for every running task: seconds per batch). The claim check
-    -- is on the row being updated, so PostgreSQL re-checks it on the newest
-    -- row version after waiting for a concurrent update (a rescuer's): a
-    -- claim that is no longer held writes nothing.
-    WHERE t.id = i.id
+    FROM input i, jobs j, held h
+    WHERE t.id = h.id
+      AND t.id = i.id
       AND j.id = t.job_id
-      AND t.status::text = 'running'
-      AND t.claimed_by = i.worker_id
-      AND t.attempt = i.attempt
     RETURNING t.id, t.job_id, t.shard, t.status
 ),
 shard_delta AS (
@@ -332,8 +331,16 @@ counted AS (
       AND l.job_id = r.job_id AND l.shard = r.shard
     RETURNING r.job_id
 )
-SELECT finished.id, finished.job_id, finished.status
+SELECT finished.id, finished.job_id, finished.status::text AS outcome
 FROM finished
+UNION ALL
+SELECT i.id, t.job_id, 'busy'
+FROM input i
+JOIN tasks t ON t.id = i.id
+WHERE t.status::text = 'running'
+  AND t.claimed_by = i.worker_id
+  AND t.attempt = i.attempt
+  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.id = i.id)
 `
 
 type TaskFinishManyParams struct {
@@ -355,20 +362,31 @@ type TaskFinishManyParams struct {
 }
 
 type TaskFinishManyRow struct {
-	ID     string
-	JobID  string
-	Status TaskStatus
+	ID      string
+	JobID   string
+	Outcome string
 }
 
 // Records the outcome of many claimed tasks, of any workers, in one
 // statement. Only rows still held by the same claim (running, same worker,
-// same attempt) change, so a
-// task that was rescued and claimed again elsewhere is not overwritten; the
-// ids returned are the ones that landed. A failure is retried after a backoff
+// same attempt) change, so a task that was rescued and claimed again
+// elsewhere is not overwritten. Each input row comes back with its outcome
+// (completed, pending when it will be retried, failed) if it was written,
+// or 'busy' if another transaction had it locked (try again); rows that do
+// not come back were no longer held. A failure is retried after a backoff
 // until the job's max_retries, then it is final. Relies on tasks_pkey for the
 // tasks and job_tallies_pkey for the tallies, locked in key order so that two
-// finishing workers cannot deadlock; claims never lock tallies, so finishing
-// never waits for a claim.
+// finishing workers cannot deadlock; claims never lock tallies.
+// The tasks still held by the same claim, locked. SKIP LOCKED: a row another
+// transaction has locked is left for a later attempt rather than waited for
+// (a claimer whose snapshot predates a claim on its shard briefly locks the
+// tasks that claim took, when it passes over them). Driven from the input,
+// one tasks_pkey probe per row; status is compared as text so the planner
+// cannot reach tasks through idx_tasks_job_id_status instead, whose 'running'
+// rows it underestimates when the table was analysed with every task pending
+// (that plan re-ran the input for every running task: seconds per batch).
+// Held by the same claim in this statement's snapshot but locked by another
+// transaction: not written now; the caller tries again.
 func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishManyParams) ([]TaskFinishManyRow, error) {
 	rows, err := db.Query(ctx, taskFinishMany,
 		arg.Ids,
@@ -394,7 +412,7 @@ func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishMan
 	var items []TaskFinishManyRow
 	for rows.Next() {
 		var i TaskFinishManyRow
-		if err := rows.Scan(&i.ID, &i.JobID, &i.Status); err != nil {
+		if err := rows.Scan(&i.ID, &i.JobID, &i.Outcome); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -484,6 +502,86 @@ func (q *Queries) TaskListByJob(ctx context.Context, db DBTX, jobID string) ([]T
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const taskReleaseMany = `-- name: TaskReleaseMany :many
+WITH input AS (
+    SELECT
+        unnest($1::text[]) AS id,
+        unnest($2::text[]) AS worker_id,
+        unnest($3::integer[]) AS attempt
+),
+released AS (
+    UPDATE tasks t
+    SET status = 'pending',
+        lease_expires_at = NULL,
+        run_after = coalesce($4::timestamptz, now())
+    FROM input i
+    WHERE t.id = i.id
+      AND t.status::text = 'running'
+      AND t.claimed_by = i.worker_id
+      AND t.attempt = i.attempt
+    RETURNING t.id, t.job_id, t.shard
+),
+shard_delta AS (
+    SELECT job_id, shard, count(*)::integer AS released
+    FROM released
+    GROUP BY job_id, shard
+),
+locked_tally AS (
+    SELECT r.job_id, r.shard
+    FROM job_tallies r
+    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
+    ORDER BY r.job_id, r.shard
+    FOR NO KEY UPDATE OF r
+),
+counted AS (
+    UPDATE job_tallies r
+    SET releases = r.releases + d.released
+    FROM shard_delta d, locked_tally l
+    WHERE r.job_id = d.job_id AND r.shard = d.shard
+      AND l.job_id = r.job_id AND l.shard = r.shard
+    RETURNING r.job_id
+)
+SELECT released.id FROM released
+`
+
+type TaskReleaseManyParams struct {
+	Ids       []string
+	WorkerIds []string
+	Attempts  []int32
+	Now       *time.Time
+}
+
+// Hands claimed tasks back unfinished (their worker is shutting down): they
+// are pending again at once and the claim does not count as a failure. Only
+// tasks still held by the same claim change; the ids returned are those that
+// did. A task handed back into a job cancelled meanwhile is swept into
+// 'skipped' by JobSweepCancelled. Relies on tasks_pkey and job_tallies_pkey
+// (locked in key order, as in TaskFinishMany).
+func (q *Queries) TaskReleaseMany(ctx context.Context, db DBTX, arg TaskReleaseManyParams) ([]string, error) {
+	rows, err := db.Query(ctx, taskReleaseMany,
+		arg.Ids,
+		arg.WorkerIds,
+		arg.Attempts,
+		arg.Now,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

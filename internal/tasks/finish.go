@@ -42,6 +42,9 @@ type FinishReport struct {
 	// and they were rescued, or they were finished already): nothing was
 	// written for them.
 	Lost []string
+	// Busy lists outcomes not written because another transaction had the
+	// task locked at that instant; write them again.
+	Busy []Outcome
 	// Jobs are the jobs of the tasks recorded.
 	Jobs []string
 }
@@ -63,14 +66,24 @@ func (q *Queue) Fail(ctx context.Context, t Task, cause error, permanent bool) e
 }
 
 func (q *Queue) finishOne(ctx context.Context, t Task, r Result) error {
-	rep, err := q.Finish(ctx, []Outcome{{Task: t, Result: r}})
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		rep, err := q.Finish(ctx, []Outcome{{Task: t, Result: r}})
+		if err != nil {
+			return err
+		}
+		if len(rep.Lost) > 0 {
+			return fmt.Errorf("finish task %s (attempt %d) for %s: %w", t.ID, t.Attempt, t.WorkerID, ErrLeaseLost)
+		}
+		if len(rep.Busy) == 0 {
+			return nil
+		}
+		// Locked for an instant by a claimer passing over it.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(1+attempt) * time.Millisecond):
+		}
 	}
-	if len(rep.Lost) > 0 {
-		return fmt.Errorf("finish task %s (attempt %d) for %s: %w", t.ID, t.Attempt, t.WorkerID, ErrLeaseLost)
-	}
-	return nil
 }
 
 // Finish records many outcomes in one statement: successes, and failures
@@ -124,15 +137,20 @@ func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		return FinishReport{}, fmt.Errorf("finish %d tasks: %w", len(outcomes), err)
 	}
 	var rep FinishReport
-	landed := make(map[string]bool, len(rows))
+	returned := make(map[string]bool, len(rows))
+	busy := map[string]bool{}
 	jobs := map[string]bool{}
 	for _, r := range rows {
-		landed[r.ID] = true
+		returned[r.ID] = true
+		if r.Outcome == "busy" {
+			busy[r.ID] = true
+			continue
+		}
 		if !jobs[r.JobID] {
 			jobs[r.JobID] = true
 			rep.Jobs = append(rep.Jobs, r.JobID)
 		}
-		switch r.Status {
+		switch gen.TaskStatus(r.Outcome) {
 		case gen.TaskStatusCompleted:
 			rep.Completed++
 		case gen.TaskStatusPending:
@@ -141,9 +159,12 @@ func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 			rep.Failed++
 		}
 	}
-	for _, id := range p.Ids {
-		if !landed[id] {
-			rep.Lost = append(rep.Lost, id)
+	for _, o := range outcomes {
+		switch {
+		case busy[o.Task.ID]:
+			rep.Busy = append(rep.Busy, o)
+		case !returned[o.Task.ID]:
+			rep.Lost = append(rep.Lost, o.Task.ID)
 		}
 	}
 	return rep, nil
@@ -197,6 +218,43 @@ func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
 // (with replacement characters) rather than refused.
 func sanitize(s string) string {
 	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
+}
+
+// Release hands claimed tasks back unfinished, as a worker that is shutting
+// down does: they are pending again at once, and the claim does not count
+// as a failure. It returns the ids of the tasks that were no longer held
+// (nothing was written for them).
+func (q *Queue) Release(ctx context.Context, held []Task) (lost []string, err error) {
+	if err := checkBatch("tasks", len(held)); err != nil {
+		return nil, err
+	}
+	p := gen.TaskReleaseManyParams{
+		Now:       q.now(),
+		Ids:       make([]string, len(held)),
+		WorkerIds: make([]string, len(held)),
+		Attempts:  make([]int32, len(held)),
+	}
+	for i, t := range held {
+		p.Ids[i], p.WorkerIds[i], p.Attempts[i] = t.ID, t.WorkerID, t.Attempt
+	}
+	var released []string
+	err = q.run(ctx, func(db gen.DBTX) (err error) {
+		released, err = q.q.TaskReleaseMany(ctx, db, p)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("release %d tasks: %w", len(held), err)
+	}
+	done := make(map[string]bool, len(released))
+	for _, id := range released {
+		done[id] = true
+	}
+	for _, id := range p.Ids {
+		if !done[id] {
+			lost = append(lost, id)
+		}
+	}
+	return lost, nil
 }
 
 // ExtendLeases extends the leases of tasks their workers still hold, and

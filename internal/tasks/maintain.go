@@ -49,8 +49,9 @@ type MaintenanceReport struct {
 }
 
 // Maintain does the queue's periodic work, in this order: rescue tasks whose
-// lease expired, complete running jobs that have nothing left to run, and
-// fold the shards' counters into the jobs rows (once per job, however many
+// lease expired, complete running jobs that have nothing left to run, skip
+// tasks handed back into cancelled jobs, and fold the tallies into the jobs
+// rows (once per job, however many
 // tasks finished), retiring finished jobs' shards. Run it every second or so
 // from one or more processes; each step is safe to run concurrently.
 func (q *Queue) Maintain(ctx context.Context) (MaintenanceReport, error) {
@@ -71,6 +72,9 @@ func (q *Queue) Maintain(ctx context.Context) (MaintenanceReport, error) {
 			return fmt.Errorf("finish drained jobs: %w", err)
 		}
 		rep.Finished = finished
+		if _, err := q.q.JobSweepCancelled(ctx, db); err != nil {
+			return fmt.Errorf("sweep cancelled jobs: %w", err)
+		}
 		rolled, err := q.q.JobRollUp(ctx, db)
 		if err != nil {
 			return fmt.Errorf("roll up job counters: %w", err)

@@ -102,6 +102,9 @@ func New(pool *pgxpool.Pool, cfg Config) *Queue {
 	return &Queue{pool: pool, q: gen.New(), cfg: cfg.withDefaults()}
 }
 
+// Config is the queue's configuration, defaults filled in.
+func (q *Queue) Config() Config { return q.cfg }
+
 // Pool is the connection pool the queue uses.
 func (q *Queue) Pool() *pgxpool.Pool { return q.pool }
 

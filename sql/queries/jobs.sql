@@ -227,3 +227,24 @@ WHERE j.id = s.job_id
         AND (o.claims <> r.releases OR r.completed > 0 OR r.failed > 0)
   )
 RETURNING s.job_id;
+
+-- name: JobSweepCancelled :many
+-- Skips tasks that became pending in a cancelled job after it was cancelled
+-- (handed back by a worker shutting down), counting them once per job, so a
+-- cancelled job never keeps pending tasks. Only cancelled jobs that still
+-- have shards are looked at. Relies on idx_tasks_job_id_status.
+WITH skipped AS (
+    UPDATE tasks t
+    SET status = 'skipped', completed_at = now()
+    FROM jobs j
+    WHERE j.id = t.job_id
+      AND j.status = 'cancelled'
+      AND j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+      AND t.status = 'pending'
+    RETURNING t.job_id
+)
+UPDATE jobs j
+SET skipped_tasks = j.skipped_tasks + s.n
+FROM (SELECT job_id, count(*)::integer AS n FROM skipped GROUP BY job_id) s
+WHERE j.id = s.job_id
+RETURNING j.id;

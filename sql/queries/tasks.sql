@@ -115,13 +115,14 @@ SELECT EXISTS (
 -- name: TaskFinishMany :many
 -- Records the outcome of many claimed tasks, of any workers, in one
 -- statement. Only rows still held by the same claim (running, same worker,
--- same attempt) change, so a
--- task that was rescued and claimed again elsewhere is not overwritten; the
--- ids returned are the ones that landed. A failure is retried after a backoff
+-- same attempt) change, so a task that was rescued and claimed again
+-- elsewhere is not overwritten. Each input row comes back with its outcome
+-- (completed, pending when it will be retried, failed) if it was written,
+-- or 'busy' if another transaction had it locked (try again); rows that do
+-- not come back were no longer held. A failure is retried after a backoff
 -- until the job's max_retries, then it is final. Relies on tasks_pkey for the
 -- tasks and job_tallies_pkey for the tallies, locked in key order so that two
--- finishing workers cannot deadlock; claims never lock tallies, so finishing
--- never waits for a claim.
+-- finishing workers cannot deadlock; claims never lock tallies.
 WITH input AS (
     -- Set-returning functions in one select list advance in lockstep.
     SELECT
@@ -137,6 +138,23 @@ WITH input AS (
         unnest(sqlc.arg(content_lengths)::bigint[]) AS content_length,
         unnest(sqlc.arg(headers)::jsonb[]) AS headers,
         unnest(sqlc.arg(errors)::text[]) AS error
+),
+-- The tasks still held by the same claim, locked. SKIP LOCKED: a row another
+-- transaction has locked is left for a later attempt rather than waited for
+-- (a claimer whose snapshot predates a claim on its shard briefly locks the
+-- tasks that claim took, when it passes over them). Driven from the input,
+-- one tasks_pkey probe per row; status is compared as text so the planner
+-- cannot reach tasks through idx_tasks_job_id_status instead, whose 'running'
+-- rows it underestimates when the table was analysed with every task pending
+-- (that plan re-ran the input for every running task: seconds per batch).
+held AS (
+    SELECT t.id
+    FROM input i
+    JOIN tasks t ON t.id = i.id
+    WHERE t.status::text = 'running'
+      AND t.claimed_by = i.worker_id
+      AND t.attempt = i.attempt
+    FOR NO KEY UPDATE OF t SKIP LOCKED
 ),
 finished AS (
     UPDATE tasks t
@@ -162,20 +180,10 @@ finished AS (
         content_length = nullif(i.content_length, -1),
         headers = i.headers,
         error = nullif(i.error, '')
-    FROM input i, jobs j
-    -- Driven from the input, one tasks_pkey probe per row. status is compared
-    -- as text so that the planner cannot reach tasks through
-    -- idx_tasks_job_id_status instead, whose 'running' rows it underestimates
-    -- when the table was analysed with every task pending (that plan re-ran
-    -- the input for every running task: seconds per batch). The claim check
-    -- is on the row being updated, so PostgreSQL re-checks it on the newest
-    -- row version after waiting for a concurrent update (a rescuer's): a
-    -- claim that is no longer held writes nothing.
-    WHERE t.id = i.id
+    FROM input i, jobs j, held h
+    WHERE t.id = h.id
+      AND t.id = i.id
       AND j.id = t.job_id
-      AND t.status::text = 'running'
-      AND t.claimed_by = i.worker_id
-      AND t.attempt = i.attempt
     RETURNING t.id, t.job_id, t.shard, t.status
 ),
 shard_delta AS (
@@ -205,8 +213,18 @@ counted AS (
       AND l.job_id = r.job_id AND l.shard = r.shard
     RETURNING r.job_id
 )
-SELECT finished.id, finished.job_id, finished.status
-FROM finished;
+SELECT finished.id, finished.job_id, finished.status::text AS outcome
+FROM finished
+UNION ALL
+-- Held by the same claim in this statement's snapshot but locked by another
+-- transaction: not written now; the caller tries again.
+SELECT i.id, t.job_id, 'busy'
+FROM input i
+JOIN tasks t ON t.id = i.id
+WHERE t.status::text = 'running'
+  AND t.claimed_by = i.worker_id
+  AND t.attempt = i.attempt
+  AND NOT EXISTS (SELECT 1 FROM held h WHERE h.id = i.id);
 
 -- name: TaskExtendLease :many
 -- Extends the leases of tasks their workers still hold; returns the ids
@@ -304,3 +322,50 @@ SELECT * FROM tasks WHERE id = sqlc.arg(id)::text;
 SELECT * FROM tasks
 WHERE job_id = sqlc.arg(job_id)::text
 ORDER BY priority_score DESC, created_at, id;
+
+-- name: TaskReleaseMany :many
+-- Hands claimed tasks back unfinished (their worker is shutting down): they
+-- are pending again at once and the claim does not count as a failure. Only
+-- tasks still held by the same claim change; the ids returned are those that
+-- did. A task handed back into a job cancelled meanwhile is swept into
+-- 'skipped' by JobSweepCancelled. Relies on tasks_pkey and job_tallies_pkey
+-- (locked in key order, as in TaskFinishMany).
+WITH input AS (
+    SELECT
+        unnest(sqlc.arg(ids)::text[]) AS id,
+        unnest(sqlc.arg(worker_ids)::text[]) AS worker_id,
+        unnest(sqlc.arg(attempts)::integer[]) AS attempt
+),
+released AS (
+    UPDATE tasks t
+    SET status = 'pending',
+        lease_expires_at = NULL,
+        run_after = coalesce(sqlc.narg('now')::timestamptz, now())
+    FROM input i
+    WHERE t.id = i.id
+      AND t.status::text = 'running'
+      AND t.claimed_by = i.worker_id
+      AND t.attempt = i.attempt
+    RETURNING t.id, t.job_id, t.shard
+),
+shard_delta AS (
+    SELECT job_id, shard, count(*)::integer AS released
+    FROM released
+    GROUP BY job_id, shard
+),
+locked_tally AS (
+    SELECT r.job_id, r.shard
+    FROM job_tallies r
+    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
+    ORDER BY r.job_id, r.shard
+    FOR NO KEY UPDATE OF r
+),
+counted AS (
+    UPDATE job_tallies r
+    SET releases = r.releases + d.released
+    FROM shard_delta d, locked_tally l
+    WHERE r.job_id = d.job_id AND r.shard = d.shard
+      AND l.job_id = r.job_id AND l.shard = r.shard
+    RETURNING r.job_id
+)
+SELECT released.id FROM released;
