@@ -1,0 +1,145 @@
+package worker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/blue-banded-bee/taskq/internal/tasks"
+)
+
+// Stats are a pool's own measurements since Run started.
+type Stats struct {
+	Elapsed time.Duration
+	// Claimed counts tasks claimed; ClaimCalls the claim statements, whose
+	// latency ClaimLatency summarises.
+	Claimed      int64
+	ClaimCalls   int64
+	ClaimLatency Summary
+	// Outcomes written: completed, failed and retried later; Released were
+	// handed back unfinished at shutdown. Lost were no longer held by this
+	// pool when their outcome was written (their lease had expired), and
+	// Unrecorded could not be written at all; the rescuer returns both.
+	Completed  int64
+	Retried    int64
+	Failed     int64
+	Released   int64
+	Lost       int64
+	Unrecorded int64
+	// Worker time, summed over workers: running handlers, in claim
+	// statements, handing outcomes over, and idle for lack of tasks.
+	Working  time.Duration
+	Claiming time.Duration
+	Handoff  time.Duration
+	Idle     time.Duration
+}
+
+// TasksPerSecond is the rate of tasks finished (completed, failed or retried).
+func (s Stats) TasksPerSecond() float64 {
+	if s.Elapsed <= 0 {
+		return 0
+	}
+	return float64(s.Completed+s.Failed+s.Retried) / s.Elapsed.Seconds()
+}
+
+// Efficiency is the share of the workers' non-idle time spent running
+// handlers rather than waiting on the queue (claim statements and handing
+// outcomes over): the plan's "worker efficiency". It is meaningful when
+// handlers do real work; with no-op handlers it is near zero by definition.
+func (s Stats) Efficiency() float64 {
+	busy := s.Working + s.Claiming + s.Handoff
+	if busy <= 0 {
+		return 0
+	}
+	return float64(s.Working) / float64(busy)
+}
+
+// Stats returns the pool's measurements so far.
+func (p *Pool) Stats() Stats { return p.stats.snapshot() }
+
+type counters struct {
+	mu               sync.Mutex
+	started, stopped time.Time
+
+	claimedTasks, claimCalls                   atomic.Int64
+	claimLatency                               Histogram
+	completed, retried, failed, released, lost atomic.Int64
+	unrecordedBatches                          atomic.Int64
+	workingNs, claimingNs, handoffNs, idleNs   atomic.Int64
+}
+
+func (c *counters) start(t time.Time) {
+	c.mu.Lock()
+	c.started, c.stopped = t, time.Time{}
+	c.mu.Unlock()
+}
+
+func (c *counters) stop(t time.Time) {
+	c.mu.Lock()
+	c.stopped = t
+	c.mu.Unlock()
+}
+
+func (c *counters) claimed(d time.Duration, got bool) {
+	c.claimCalls.Add(1)
+	c.claimLatency.Record(d)
+	c.claimingNs.Add(int64(d))
+	if got {
+		c.claimedTasks.Add(1)
+	}
+}
+
+func (c *counters) claimedBatch(d time.Duration, n int) {
+	c.claimCalls.Add(1)
+	c.claimLatency.Record(d)
+	c.claimedTasks.Add(int64(n))
+}
+
+func (c *counters) worked(d time.Duration) { c.workingNs.Add(int64(d)) }
+func (c *counters) waited(d time.Duration) { c.handoffNs.Add(int64(d)) }
+func (c *counters) idled(d time.Duration)  { c.idleNs.Add(int64(d)) }
+func (c *counters) unrecorded()            { c.unrecordedBatches.Add(1) }
+
+func (c *counters) finished(r tasks.FinishReport) {
+	c.completed.Add(int64(r.Completed))
+	c.retried.Add(int64(r.Retried))
+	c.failed.Add(int64(r.Failed))
+	c.lost.Add(int64(len(r.Lost)))
+}
+
+func (c *counters) handedBack(n, lost int) {
+	c.released.Add(int64(n))
+	c.lost.Add(int64(lost))
+}
+
+func (c *counters) snapshot() Stats {
+	c.mu.Lock()
+	started, stopped := c.started, c.stopped
+	c.mu.Unlock()
+	if stopped.IsZero() {
+		stopped = time.Now()
+	}
+	var elapsed time.Duration
+	if !started.IsZero() {
+		elapsed = stopped.Sub(started)
+	}
+	return Stats{
+		Elapsed:      elapsed,
+		Claimed:      c.claimedTasks.Load(),
+		ClaimCalls:   c.claimCalls.Load(),
+		ClaimLatency: c.claimLatency.Summary(),
+		Completed:    c.completed.Load(),
+		Retried:      c.retried.Load(),
+		Failed:       c.failed.Load(),
+		Released:     c.released.Load(),
+		Lost:         c.lost.Load(),
+		Unrecorded:   c.unrecordedBatches.Load(),
+		Working:      time.Duration(c.workingNs.Load()),
+		Claiming:     time.Duration(c.claimingNs.Load()),
+		Handoff:      time.Duration(c.handoffNs.Load()),
+		Idle:         time.Duration(c.idleNs.Load()),
+	}
+}
+
+// ClaimLatency is the histogram of claim-call latencies.
+func (p *Pool) ClaimLatency() *Histogram { return &p.stats.claimLatency }
