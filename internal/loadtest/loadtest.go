@@ -1,0 +1,574 @@
+// Package loadtest reproduces the plan's 2025-10-24 load test (41,893 tasks
+// across 6 jobs by default) on fresh databases, once per mode, and measures
+// each the same way:
+//
+//   - before: the schema as production had it (no foreign-key indexes, bare
+//     auth.uid() policies, the per-task job counter trigger) and the old
+//     claim: SELECT the next pending task, then UPDATE it by id;
+//   - after: every migration, workers claiming one task each with
+//     ClaimNextTask (FOR UPDATE SKIP LOCKED), outcomes written in batches;
+//   - after-batch: every migration, one fetcher claiming batches.
+//
+// Lock waits are measured twice: by sampling pg_locks (waitstart) every
+// 10 ms, and from the server's own lock-wait log (log_lock_waits with
+// deadlock_timeout = 1 ms), which the worker sessions receive as notices, so
+// every wait of 1 ms or more is counted with its exact duration.
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/blue-banded-bee/taskq/gen"
+	"github.com/blue-banded-bee/taskq/internal/crawl"
+	"github.com/blue-banded-bee/taskq/internal/db"
+	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/internal/worker"
+)
+
+// Mode is one way of running the load.
+type Mode string
+
+// The modes, in the order they run.
+const (
+	ModeBefore     Mode = "before"
+	ModeAfter      Mode = "after"
+	ModeAfterBatch Mode = "after-batch"
+)
+
+// AllModes are every mode, before first.
+var AllModes = []Mode{ModeBefore, ModeAfter, ModeAfterBatch}
+
+// ParseMode accepts a mode's name.
+func ParseMode(s string) (Mode, error) {
+	for _, m := range AllModes {
+		if string(m) == s {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("unknown mode %q: want one of before, after, after-batch", s)
+}
+
+// Config describes a load test.
+type Config struct {
+	// ServerURL connects as a superuser to the server the test databases
+	// are created on.
+	ServerURL string
+	Modes     []Mode
+	Tasks     int // default 41,893, as in the plan's test
+	Jobs      int // default 6
+	Workers   int // default 32
+	// Concurrency is each job's concurrency limit. Default 1,000: high
+	// enough not to be what limits throughput; lower it to watch the limit.
+	Concurrency int
+	// Batch is the claim batch of after-batch. Default 500.
+	Batch int
+	// Delay is how long the simulated fetch of each page takes; 0 makes the
+	// handler a no-op, so the test measures the queue alone.
+	Delay time.Duration
+	// DashboardSamples is how many dashboard refreshes (an organisation's
+	// task counts by status and its job list, as an authenticated user,
+	// through row-level security) are timed per mode on the seeded database
+	// before the workers start, so the figure isolates the policies from the
+	// load. Default 40.
+	DashboardSamples int
+	// MaxDuration stops a mode that has not finished (the old claim is
+	// slow); its figures are then over the part that ran. Default 5m.
+	MaxDuration time.Duration
+	// Keep leaves the test databases in place for inspection.
+	Keep bool
+	// OnProgress, if set, hears about each mode's progress every 500 ms.
+	OnProgress func(Progress)
+	Logger     *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Modes) == 0 {
+		c.Modes = AllModes
+	}
+	if c.Tasks <= 0 {
+		c.Tasks = 41_893
+	}
+	if c.Jobs <= 0 {
+		c.Jobs = 6
+	}
+	c.Jobs = min(c.Jobs, c.Tasks)
+	if c.Workers <= 0 {
+		c.Workers = 32
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 1000
+	}
+	if c.Batch <= 0 {
+		c.Batch = 500
+	}
+	if c.DashboardSamples <= 0 {
+		c.DashboardSamples = 40
+	}
+	if c.MaxDuration <= 0 {
+		c.MaxDuration = 5 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Progress is a live view of one mode.
+type Progress struct {
+	Mode    Mode
+	Done    int
+	Total   int
+	Elapsed time.Duration
+}
+
+// Result is one mode's measurements.
+type Result struct {
+	Mode     Mode   `json:"mode"`
+	Database string `json:"database"`
+	Tasks    int    `json:"tasks"`
+	Jobs     int    `json:"jobs"`
+	Workers  int    `json:"workers"`
+	Batch    int    `json:"claim_batch"`
+	// Elapsed is from the first claim to the last outcome written.
+	Elapsed        time.Duration `json:"elapsed_ns"`
+	Completed      int           `json:"completed"`
+	Failed         int           `json:"failed"`
+	TasksPerMinute float64       `json:"tasks_per_minute"`
+	// ClaimP50 and ClaimP99 are the latency of one claim call (a batch's,
+	// in after-batch).
+	ClaimP50 time.Duration `json:"claim_p50_ns"`
+	ClaimP99 time.Duration `json:"claim_p99_ns"`
+	// Lock waits of 1 ms or more, from the server's lock-wait log.
+	LockWaits       int           `json:"lock_waits"`
+	LockWaitP99     time.Duration `json:"lock_wait_p99_ns"`
+	LockWaitLongest time.Duration `json:"lock_wait_longest_ns"`
+	LockWaitTotal   time.Duration `json:"lock_wait_total_ns"`
+	// Lock waits seen by sampling pg_locks every 10 ms (the plan's query).
+	SampledWaits   int           `json:"sampled_lock_waits"`
+	SampledLongest time.Duration `json:"sampled_lock_wait_longest_ns"`
+	Deadlocks      int           `json:"deadlocks"`
+	// WorkerEfficiency is the share of worker time not spent waiting on
+	// database locks: the plan's measure (~70% before, target 95%).
+	WorkerEfficiency float64 `json:"worker_efficiency"`
+	// Duplicates counts extra runs of tasks that had already been claimed
+	// (two workers running one task). Lost counts tasks claimed and never
+	// finished; Unfinished, tasks a time-limited run did not reach.
+	Duplicates int `json:"duplicates"`
+	Lost       int `json:"lost"`
+	Unfinished int `json:"unfinished"`
+	// A dashboard refresh by an authenticated user, through row-level
+	// security, on the seeded database before the workers start.
+	DashboardP50 time.Duration `json:"dashboard_p50_ns"`
+	DashboardP99 time.Duration `json:"dashboard_p99_ns"`
+	// TimedOut is true when MaxDuration ended the mode early.
+	TimedOut bool `json:"timed_out"`
+}
+
+// Run runs each mode in turn and returns their results.
+func Run(ctx context.Context, cfg Config) ([]Result, error) {
+	cfg = cfg.withDefaults()
+	var results []Result
+	for _, mode := range cfg.Modes {
+		r, err := runMode(ctx, cfg, mode)
+		if err != nil {
+			return results, fmt.Errorf("%s: %w", mode, err)
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
+	name := fmt.Sprintf("taskq_loadtest_%s_%s", strings.ReplaceAll(string(mode), "-", "_"), time.Now().UTC().Format("20060102150405"))
+	dbURL, drop, err := createDatabase(ctx, cfg.ServerURL, name)
+	if err != nil {
+		return Result{}, err
+	}
+	if !cfg.Keep {
+		defer drop()
+	}
+	target := migrate.VersionLatest
+	if mode == ModeBefore {
+		target = migrate.VersionBaseSchema
+	}
+	if err := (migrate.Runner{URL: dbURL, Target: target}).Up(ctx); err != nil {
+		return Result{}, fmt.Errorf("migrate: %w", err)
+	}
+	cfg.Logger.Info("seeding", "mode", mode, "database", name, "tasks", cfg.Tasks, "jobs", cfg.Jobs)
+
+	waits := &lockWaitLog{}
+	poolCfg, err := db.PoolConfig(dbURL, db.Options{MaxConns: int32(cfg.Workers + 8)})
+	if err != nil {
+		return Result{}, err
+	}
+	// The server reports every lock wait over 1 ms to the waiting session.
+	for k, v := range map[string]string{"log_lock_waits": "on", "deadlock_timeout": "1", "client_min_messages": "log"} {
+		poolCfg.ConnConfig.RuntimeParams[k] = v
+	}
+	poolCfg.ConnConfig.OnNotice = waits.onNotice
+	pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+	if err != nil {
+		return Result{}, err
+	}
+	defer pool.Close()
+
+	orgs, err := seed(ctx, pool, cfg, mode)
+	if err != nil {
+		return Result{}, fmt.Errorf("seed: %w", err)
+	}
+	if _, err := pool.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		return Result{}, err
+	}
+
+	dashboard, err := measureDashboard(ctx, pool, orgs, cfg.DashboardSamples)
+	if err != nil {
+		return Result{}, fmt.Errorf("dashboard queries: %w", err)
+	}
+
+	runCtx, stop := context.WithTimeout(ctx, cfg.MaxDuration)
+	defer stop()
+	sampler := startSampler(runCtx, dbURL)
+	runs := &runCounter{}
+	handler := worker.HandlerFunc(func(ctx context.Context, t tasks.Task) tasks.Result {
+		runs.ran(t.ID)
+		return crawl.Simulator{Delay: cfg.Delay}.Handle(ctx, t)
+	})
+
+	res := Result{Mode: mode, Database: name, Tasks: cfg.Tasks, Jobs: cfg.Jobs, Workers: cfg.Workers, Batch: 1}
+	progress := startProgress(runCtx, cfg, mode, pool)
+	start := time.Now()
+	var claims *worker.Histogram
+	switch mode {
+	case ModeBefore:
+		claims, err = runLegacy(runCtx, pool, cfg.Workers, handler)
+	default:
+		batch := 1
+		if mode == ModeAfterBatch {
+			batch = cfg.Batch
+			res.Batch = batch
+		}
+		claims, err = runPool(runCtx, pool, dbURL, cfg, batch, handler)
+	}
+	res.Elapsed = time.Since(start)
+	res.TimedOut = runCtx.Err() != nil && ctx.Err() == nil
+	stop()
+	progress.Wait()
+	if err != nil && !res.TimedOut {
+		return Result{}, err
+	}
+
+	res.SampledWaits, res.SampledLongest = sampler.result()
+	ds := dashboard.Summary()
+	res.DashboardP50, res.DashboardP99 = ds.P50, ds.P99
+	cs := claims.Summary()
+	res.ClaimP50, res.ClaimP99 = cs.P50, cs.P99
+	ws := waits.summary()
+	res.LockWaits, res.LockWaitP99, res.LockWaitLongest, res.LockWaitTotal, res.Deadlocks =
+		int(ws.Count), ws.P99, ws.Max, waits.total(), waits.deadlocks()
+	workerTime := time.Duration(cfg.Workers) * res.Elapsed
+	res.WorkerEfficiency = 1 - float64(res.LockWaitTotal)/float64(workerTime)
+	res.Duplicates = runs.duplicates()
+
+	counts, err := statusCounts(ctx, pool)
+	if err != nil {
+		return Result{}, err
+	}
+	res.Completed, res.Failed = counts["completed"], counts["failed"]
+	res.Lost = counts["running"]
+	res.Unfinished = counts["pending"]
+	if !res.TimedOut {
+		// Everything should have run: a pending task left behind is lost.
+		res.Lost += res.Unfinished
+		res.Unfinished = 0
+	}
+	res.TasksPerMinute = float64(res.Completed+res.Failed) / res.Elapsed.Minutes()
+	return res, nil
+}
+
+// createDatabase creates a database next to the one serverURL names and
+// returns its URL and a function that drops it.
+func createDatabase(ctx context.Context, serverURL, name string) (string, func(), error) {
+	admin, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %w", db.ErrUnavailable, err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Path = "/" + name
+	drop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c, err := pgx.Connect(ctx, serverURL)
+		if err != nil {
+			return
+		}
+		defer c.Close(ctx)
+		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
+	return u.String(), drop, nil
+}
+
+// org is a seeded organisation with the user the dashboard readers act as.
+type org struct {
+	id, user uuid.UUID
+}
+
+// seed creates two organisations with a user each and the jobs with their
+// tasks, the jobs alternating between the organisations. The after modes
+// enqueue through the queue; before inserts as the old code did, with the
+// counter trigger firing per row.
+func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org, error) {
+	orgs := []org{{uuid.New(), uuid.New()}, {uuid.New(), uuid.New()}}
+	for i, o := range orgs {
+		if _, err := pool.Exec(ctx, "INSERT INTO organisations (id, name) VALUES ($1, $2)", o.id, fmt.Sprintf("Org %d", i+1)); err != nil {
+			return nil, err
+		}
+		if _, err := pool.Exec(ctx, "INSERT INTO users (id, email, organisation_id) VALUES ($1, $2, $3)",
+			o.user, fmt.Sprintf("user%d@example.com", i+1), o.id); err != nil {
+			return nil, err
+		}
+	}
+	q := gen.New()
+	queue := tasks.New(pool, tasks.Config{})
+	rng := rand.New(rand.NewPCG(24, 10))
+	for j := range cfg.Jobs {
+		n := cfg.Tasks / cfg.Jobs
+		if j < cfg.Tasks%cfg.Jobs {
+			n++
+		}
+		domain := fmt.Sprintf("site%d.example.com", j+1)
+		o := orgs[j%len(orgs)]
+		var jobID string
+		if mode == ModeBefore {
+			domainID, err := q.DomainUpsert(ctx, pool, domain)
+			if err != nil {
+				return nil, err
+			}
+			jobID, err = q.LegacyJobCreate(ctx, pool, gen.LegacyJobCreateParams{
+				DomainID: domainID, OrganisationID: &o.id, UserID: &o.user, Concurrency: int32(cfg.Concurrency),
+			})
+			if err != nil {
+				return nil, err
+			}
+		} else {
+			job, err := queue.CreateJob(ctx, tasks.JobSpec{
+				Domain: domain, OrganisationID: &o.id, UserID: &o.user, Concurrency: cfg.Concurrency,
+			})
+			if err != nil {
+				return nil, err
+			}
+			jobID = job.ID
+		}
+		for from := 0; from < n; from += 5000 {
+			to := min(n, from+5000)
+			paths := make([]string, 0, to-from)
+			priorities := make([]float64, 0, to-from)
+			for i := from; i < to; i++ {
+				p := 1.0
+				if i > 0 {
+					p = rng.Float64()
+				}
+				paths = append(paths, fmt.Sprintf("/section-%d/page-%d", i%50, i))
+				priorities = append(priorities, p)
+			}
+			if mode == ModeBefore {
+				if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+					return nil, err
+				}
+				if _, err := q.LegacyTaskInsertMany(ctx, pool, gen.LegacyTaskInsertManyParams{
+					JobID: jobID, Paths: paths, Priorities: priorities,
+				}); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			pages := make([]tasks.Page, len(paths))
+			for i := range paths {
+				pages[i] = tasks.Page{Path: paths[i], Priority: priorities[i]}
+			}
+			if _, err := queue.Enqueue(ctx, jobID, pages); err != nil {
+				return nil, err
+			}
+		}
+		if mode == ModeBefore {
+			if err := q.LegacyJobStart(ctx, pool, jobID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return orgs, nil
+}
+
+// runLegacy is the application's old worker loop: find the best pending
+// task without a lock, mark it running by id, run it, record the result.
+func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Handler) (*worker.Histogram, error) {
+	q := gen.New()
+	claims := &worker.Histogram{}
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				start := time.Now()
+				next, err := q.LegacyTaskNextPending(ctx, pool)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return
+				}
+				if err == nil {
+					_, err = q.LegacyTaskStart(ctx, pool, next.ID)
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						errOnce.Do(func() { firstErr = err })
+					}
+					return
+				}
+				claims.Record(time.Since(start))
+				res := h.Handle(ctx, tasks.Task{ID: next.ID, JobID: next.JobID, Path: next.Path})
+				if res.Err != nil {
+					_, err = q.LegacyTaskFail(ctx, pool, gen.LegacyTaskFailParams{ID: next.ID, Error: res.Err.Error()})
+				} else {
+					_, err = q.LegacyTaskComplete(ctx, pool, legacyResult(next.ID, res))
+				}
+				if err != nil && ctx.Err() == nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return claims, firstErr
+}
+
+func legacyResult(id string, r tasks.Result) gen.LegacyTaskCompleteParams {
+	code, ms, length := int32(r.StatusCode), int32(r.ResponseTime.Milliseconds()), r.ContentLength
+	p := gen.LegacyTaskCompleteParams{
+		ID: id, StatusCode: &code, ResponseTime: &ms, ContentLength: &length,
+		CacheStatus: &r.CacheStatus, ContentType: &r.ContentType,
+	}
+	if r.Headers != nil {
+		h, _ := jsonMarshal(r.Headers)
+		p.Headers = h
+	}
+	return p
+}
+
+// runPool runs the worker pool until no task is pending or running.
+func runPool(ctx context.Context, pool *pgxpool.Pool, dbURL string, cfg Config, batch int, h worker.Handler) (*worker.Histogram, error) {
+	q := tasks.New(pool, tasks.Config{})
+	p := worker.New(q, h, worker.Config{
+		Workers: cfg.Workers, ClaimBatch: batch, ListenURL: dbURL, Logger: cfg.Logger,
+	})
+	poolCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(poolCtx) }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		<-tick.C
+		s := p.Stats()
+		if int(s.Completed+s.Failed) >= cfg.Tasks {
+			break
+		}
+	}
+	stop()
+	err := <-done
+	claims := p.ClaimLatency()
+	return claims, err
+}
+
+func statusCounts(ctx context.Context, pool *pgxpool.Pool) (map[string]int, error) {
+	rows, err := pool.Query(ctx, "SELECT status::text, count(*) FROM tasks GROUP BY 1")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	for rows.Next() {
+		var s string
+		var n int
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
+// runCounter counts handler runs per task.
+type runCounter struct {
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func (r *runCounter) ran(id string) {
+	r.mu.Lock()
+	if r.runs == nil {
+		r.runs = map[string]int{}
+	}
+	r.runs[id]++
+	r.mu.Unlock()
+}
+
+func (r *runCounter) duplicates() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, c := range r.runs {
+		n += c - 1
+	}
+	return n
+}
+
+// lockWaitLog collects the server's lock-wait messages from notices:
+// "process N acquired ShareLock on transaction M after 12.345 ms".
+type lockWaitLog struct {
+	waits       worker.Histogram
+	totalNs     atomic.Int64
+	deadlockCnt atomic.Int64
+}
+
+var acquiredAfter = regexp.MustCompile(`acquired \w+ on .* after ([0-9.]+) ms`)
+
+func (l *lockWaitLog) onNotice(_ *pgconn.PgConn, n *pgconn.Notice) {
+	if m := acquiredAfter.FindStringSubmatch(n.Message); m != nil {
+		ms, err := strconv.ParseFloat(m[1], 64)
+		if err == nil {
+			d := time.Duration(ms * float64(time.Millisecond))
+			l.waits.Record(d)
+			l.totalNs.Add(int64(d))
+		}
+		return
+	}
+	if strings.Contains(n.Message, "deadlock") {
+		l.deadlockCnt.Add(1)
+	}
+}
+
+func (l *lockWaitLog) summary() worker.Summary { return l.waits.Summary() }
+func (l *lockWaitLog) total() time.Duration    { return time.Duration(l.totalNs.Load()) }
+func (l *lockWaitLog) deadlocks() int          { return int(l.deadlockCnt.Load()) }
