@@ -21,7 +21,8 @@ import (
 )
 
 // catalogSnapshot describes everything the migrations create, one line per
-// object, so two states of a database's schema can be compared.
+// object, so two states of a database's schema can be compared. ACL entries
+// are sorted: their order carries no meaning.
 const catalogSnapshot = `
 WITH ns AS (
     SELECT oid, nspname FROM pg_namespace WHERE nspname IN ('public', 'auth', 'private')
@@ -66,18 +67,18 @@ SELECT line FROM (
                   (SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = t.oid))
     FROM pg_type t JOIN ns ON ns.oid = t.typnamespace WHERE t.typtype = 'e'
     UNION ALL
-    SELECT format('acl %s.%s %s', ns.nspname, c.relname, c.relacl)
+    SELECT format('acl %s.%s %s', ns.nspname, c.relname, (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a))
     FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
     WHERE c.relacl IS NOT NULL AND c.relname <> 'schema_migrations'
     UNION ALL
-    SELECT format('column acl %s.%s.%s %s', ns.nspname, c.relname, a.attname, a.attacl)
+    SELECT format('column acl %s.%s.%s %s', ns.nspname, c.relname, a.attname, (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(a.attacl) x))
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN ns ON ns.oid = c.relnamespace
     WHERE a.attacl IS NOT NULL
     UNION ALL
-    SELECT format('function acl %s.%s %s', ns.nspname, p.proname, p.proacl)
+    SELECT format('function acl %s.%s %s', ns.nspname, p.proname, (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(p.proacl) x))
     FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace WHERE p.proacl IS NOT NULL
     UNION ALL
-    SELECT format('schema acl %s %s', nspname, n.nspacl)
+    SELECT format('schema acl %s %s', nspname, (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(n.nspacl) x))
     FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM ns)
 ) s
 ORDER BY line`

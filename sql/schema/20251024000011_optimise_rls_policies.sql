@@ -1,24 +1,36 @@
 -- Plan step 2: row-level-security policies that evaluate the caller once per
 -- statement instead of once per row.
 --
--- Problem: auth.uid() is a STABLE function; called bare in a policy it is
--- evaluated for every row the policy filters, and the tasks policy ran a
--- correlated EXISTS per task row. Wrapped as (SELECT auth.uid()) it becomes an
--- InitPlan, computed once per statement and reused.
+-- Problem: auth.uid() is a STABLE function; called bare in a policy filter
+-- (users: id = auth.uid()) it is evaluated for every row the filter sees.
+-- Wrapped as (SELECT auth.uid()) it becomes an InitPlan, computed once per
+-- statement and reused. (The old EXISTS policies on tasks, domains, pages and
+-- share links were already planned as hashed subplans, run once; they are
+-- rewritten in the same once-per-statement style for clarity.)
 --
 -- Beyond the plan, as Supabase recommends:
 --   * TO authenticated on every policy, so anon never evaluates them;
 --   * one permissive policy per table, role and action (several are OR-ed
 --     and each one evaluated);
---   * the tasks policy selects the caller's job ids once (a hashed subplan)
---     instead of a correlated EXISTS per task row;
---   * writes only where the dashboard needs them. Supabase grants every table
---     privilege to anon and authenticated, so the policies and column grants
---     are the whole defence: a user may rename themselves but not change
---     users.organisation_id (which would move them into another organisation
---     and show them its data), and tasks, domains and pages are read-only to
---     users because the queue's own bookkeeping (job_shards) must see every
---     task state change.
+--   * privileges as narrow as the dashboard needs. Supabase grants every
+--     table privilege to anon and authenticated and leaves the rest to the
+--     policies; here the grants are a second wall:
+--       - anon gets no table privilege at all (shared links are read through
+--         the shared_job() function);
+--       - users may rename themselves and their organisation, but not change
+--         users.organisation_id, which would move them into another
+--         organisation and show them its data;
+--       - jobs, tasks, domains and pages are read-only to users: creating,
+--         pausing and cancelling jobs and enqueueing tasks go through the API
+--         (the service role), because they change queue state (shards,
+--         pending tasks) that a bare UPDATE would bypass, and because a job
+--         pointed at any domain_id would show that domain's pages, crawled
+--         for another organisation. The jobs policy stays FOR ALL, as in the
+--         plan, so granting writes later needs no policy change;
+--       - share links: users create them for their organisation's jobs
+--         (job_id, created_by, expires_at; the token always comes from the
+--         column default, never from the client), expire, revoke and delete
+--         them.
 --
 -- Rollback: restores the previous policies and grants.
 
@@ -90,17 +102,22 @@ WITH CHECK (
     )
 );
 
-REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON users, organisations, tasks, domains, pages
-    FROM anon, authenticated;
+REVOKE ALL ON organisations, users, domains, pages, jobs, tasks, job_share_links FROM anon;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON organisations, users, domains, pages, jobs, tasks
+    FROM authenticated;
+REVOKE INSERT, UPDATE, TRUNCATE ON job_share_links FROM authenticated;
 GRANT UPDATE (full_name, updated_at) ON users TO authenticated;
 GRANT UPDATE (name, updated_at) ON organisations TO authenticated;
-REVOKE TRUNCATE ON jobs, job_share_links FROM anon, authenticated;
+GRANT INSERT (job_id, created_by, expires_at), UPDATE (expires_at, revoked_at)
+    ON job_share_links TO authenticated;
 
 -- migrate:down
-GRANT ALL ON organisations, users, domains, pages, jobs, tasks, job_share_links
-    TO anon, authenticated, service_role;
 REVOKE UPDATE (full_name, updated_at) ON users FROM authenticated;
 REVOKE UPDATE (name, updated_at) ON organisations FROM authenticated;
+REVOKE INSERT (job_id, created_by, expires_at), UPDATE (expires_at, revoked_at)
+    ON job_share_links FROM authenticated;
+GRANT ALL ON organisations, users, domains, pages, jobs, tasks, job_share_links
+    TO anon, authenticated, service_role;
 
 DROP POLICY "Users can access own data" ON users;
 CREATE POLICY "Users can access own data"

@@ -228,6 +228,8 @@ USING (
         WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
     )
 );
+-- Supabase's default privileges would hand these to anon too.
+REVOKE ALL ON job_shards, job_tallies, job_progress FROM anon;
 GRANT SELECT ON job_shards, job_tallies, job_progress TO authenticated;
 GRANT ALL ON job_shards, job_tallies TO service_role;
 GRANT SELECT ON job_progress TO service_role;
