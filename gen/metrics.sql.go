@@ -136,8 +136,10 @@ type QueueDepthRow struct {
 	Tasks  int64
 }
 
-// Tasks per job and status for the jobs that are not finished. Reaches tasks
-// through idx_tasks_job_id_status (an index-only scan once vacuumed).
+// Tasks per job and status for the jobs that still have shards (every job
+// not finished, and finished ones until maintenance retires their shards).
+// Reaches tasks through idx_tasks_job_id_status (an index-only scan once
+// vacuumed).
 func (q *Queries) QueueDepth(ctx context.Context, db DBTX) ([]QueueDepthRow, error) {
 	rows, err := db.Query(ctx, queueDepth)
 	if err != nil {
@@ -162,14 +164,16 @@ const taskThroughputPerMinute = `-- name: TaskThroughputPerMinute :many
 SELECT
     date_trunc('minute', t.completed_at)::timestamptz AS minute,
     count(*)::bigint AS tasks_completed
-FROM tasks t
-WHERE t.job_id IN (
-        SELECT j.id FROM jobs j
-        WHERE j.completed_at IS NULL
-           OR j.completed_at > now() - $1::integer * interval '1 second'
-    )
-  AND t.status IN ('completed', 'failed', 'skipped')
-  AND t.completed_at > now() - $1::integer * interval '1 second'
+FROM jobs j
+CROSS JOIN LATERAL (
+    SELECT t.completed_at
+    FROM tasks t
+    WHERE t.job_id = j.id
+      AND t.status IN ('completed', 'failed', 'skipped')
+      AND t.completed_at > now() - $1::integer * interval '1 second'
+) t
+WHERE j.completed_at IS NULL
+   OR j.completed_at > now() - $1::integer * interval '1 second'
 GROUP BY 1
 ORDER BY 1 DESC
 `
@@ -180,8 +184,9 @@ type TaskThroughputPerMinuteRow struct {
 }
 
 // The plan's throughput query: tasks finished per minute over a recent window.
-// Reaches tasks through idx_tasks_job_id_status, for the jobs that are still
-// going or finished within the window, instead of scanning every task ever.
+// Reaches tasks through idx_tasks_job_id_status, one index scan per job that
+// is still going or finished within the window (LATERAL keeps it per job in
+// any plan), instead of scanning every task ever.
 func (q *Queries) TaskThroughputPerMinute(ctx context.Context, db DBTX, windowSeconds int32) ([]TaskThroughputPerMinuteRow, error) {
 	rows, err := db.Query(ctx, taskThroughputPerMinute, windowSeconds)
 	if err != nil {

@@ -52,7 +52,8 @@ type Options struct {
 	MaxConns int32
 	// Pooler says the URL points at a transaction pooler (Supavisor's port
 	// 6543, PgBouncer with pool_mode=transaction). Statements then go out
-	// unprepared (pgx QueryExecModeExec), and session settings are not sent
+	// without named prepared statements (pgx QueryExecModeCacheDescribe),
+	// and session settings are not sent
 	// as startup parameters, which poolers refuse: set them on the role
 	// instead (ALTER ROLE ... SET statement_timeout = ...). LISTEN/NOTIFY does
 	// not work through such a pooler; workers poll.
@@ -163,8 +164,10 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ClaimNextTask claims the best pending task for workerID, or returns
-// ErrNoTasksAvailable. The task is leased to workerID; report its outcome
+// ClaimNextTask claims a pending task for workerID (see tasks.Queue.Claim
+// for which), or returns ErrNoTasksAvailable. If ctx ends while the
+// statement runs, the claim may still have committed without the caller
+// learning of it; the task then returns to the queue when its lease expires. The task is leased to workerID; report its outcome
 // with CompleteTask or FailTask.
 func (db *DB) ClaimNextTask(ctx context.Context, workerID string) (*Task, error) {
 	return db.queue.ClaimOne(ctx, workerID)

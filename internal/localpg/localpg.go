@@ -181,7 +181,7 @@ func binDir() (string, error) {
 	}
 	return "", fmt.Errorf("%w: nothing answers at 127.0.0.1:5432 and no PostgreSQL binaries "+
 		"(initdb, pg_ctl) are installed; install them (Debian/Ubuntu: apt-get install postgresql) "+
-		"or set DATABASE_URL to a server you have", ErrNoPostgres)
+		"or point at a server you have (DATABASE_URL for taskq, TASKQ_TEST_DATABASE_URL for the tests)", ErrNoPostgres)
 }
 
 func versionOf(binDir string) int {
@@ -226,7 +226,8 @@ func owner() (account, error) {
 	u, err := user.Lookup("postgres")
 	if err != nil {
 		return account{}, fmt.Errorf("%w: running as root, and initdb refuses root; "+
-			"no \"postgres\" user to run it as (%v): run as another user or set DATABASE_URL", ErrNoPostgres, err)
+			"no \"postgres\" user to run it as (%v): run as another user, or point at a server "+
+			"(DATABASE_URL for taskq, TASKQ_TEST_DATABASE_URL for the tests)", ErrNoPostgres, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)

@@ -216,7 +216,7 @@ func TestEachRuleReports(t *testing.T) {
 		{
 			name: "one bare call among wrapped ones",
 			setup: `
-				ALTER POLICY "Organisation members can manage share links" ON job_share_links
+				ALTER POLICY "Organisation members can create share links" ON job_share_links
 				WITH CHECK (
 				    created_by = auth.uid()
 				    AND job_id IN (
@@ -224,7 +224,7 @@ func TestEachRuleReports(t *testing.T) {
 				        WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
 				    )
 				);`,
-			want: []problem{{"auth_rls_initplan", `public.job_share_links policy "Organisation members can manage share links"`,
+			want: []problem{{"auth_rls_initplan", `public.job_share_links policy "Organisation members can create share links"`,
 				"WITH CHECK: 1 of 2 call(s) to auth.uid() not written as (SELECT auth.uid())"}},
 		},
 		{

@@ -27,8 +27,8 @@ type Task struct {
 	LeaseExpiresAt time.Time
 }
 
-// ClaimOne claims the best pending task for workerID, or returns
-// ErrNoTasksAvailable.
+// ClaimOne claims a pending task for workerID (the best of the first free
+// job shard it finds), or returns ErrNoTasksAvailable.
 func (q *Queue) ClaimOne(ctx context.Context, workerID string) (*Task, error) {
 	claimed, err := q.Claim(ctx, workerID, 1)
 	if err != nil {
@@ -40,10 +40,14 @@ func (q *Queue) ClaimOne(ctx context.Context, workerID string) (*Task, error) {
 	return &claimed[0], nil
 }
 
-// Claim claims up to n pending tasks of running jobs for workerID in one
-// statement, best first (priority_score descending, then oldest), never more
-// than any job's concurrency allows. It returns an empty slice, not an error,
-// when nothing is claimable.
+// Claim claims up to n pending tasks of a running job for workerID in one
+// statement: the best (priority_score descending, then oldest) of the first
+// job shard with free capacity and claimable tasks that no other claimer is
+// using. Priority is exact within a shard; a job's tasks are dealt to its
+// shards round-robin in priority order, so across the job it interleaves.
+// Jobs are not ordered against each other. Never more than a job's
+// concurrency runs at once. It returns an empty slice, not an error, when
+// nothing is claimable.
 func (q *Queue) Claim(ctx context.Context, workerID string, n int) ([]Task, error) {
 	if err := checkID("workerID", workerID); err != nil {
 		return nil, err

@@ -156,9 +156,10 @@ type EnqueueResult struct {
 // Enqueue adds pages to a job as tasks, in one transaction: new pages are
 // created for the job's domain, pages already in the job (or repeated in the
 // batch) are dropped, and pages beyond the job's max_pages are recorded as
-// skipped. A pending job starts running; a paused one stays paused. It fails
-// with ErrJobNotFound for an unknown job and ErrInvalidTransition for a
-// finished one, writing nothing.
+// skipped. A pending job starts running, a completed one is reopened (a
+// crawl finds pages as it goes, and its queue may drain between batches),
+// a paused one stays paused. It fails with ErrJobNotFound for an unknown job
+// and ErrInvalidTransition for a cancelled or failed one, writing nothing.
 func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (EnqueueResult, error) {
 	if err := checkID("jobID", jobID); err != nil {
 		return EnqueueResult{}, err
@@ -198,7 +199,7 @@ func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (Enqueu
 			return err
 		}
 		switch row.JobStatus {
-		case JobPending, JobRunning, JobPaused:
+		case JobPending, JobRunning, JobPaused, JobCompleted:
 			return nil
 		}
 		return fmt.Errorf("%w: job is %s", ErrInvalidTransition, row.JobStatus)

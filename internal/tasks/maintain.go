@@ -50,7 +50,8 @@ type MaintenanceReport struct {
 
 // Maintain does the queue's periodic work, in this order: rescue tasks whose
 // lease expired, complete running jobs that have nothing left to run, skip
-// tasks handed back into cancelled jobs, and fold the tallies into the jobs
+// tasks handed back into cancelled jobs, deal pending tasks stranded on
+// shards a concurrency change removed, and fold the tallies into the jobs
 // rows (once per job, however many
 // tasks finished), retiring finished jobs' shards. Run it every second or so
 // from one or more processes; each step is safe to run concurrently.
@@ -74,6 +75,9 @@ func (q *Queue) Maintain(ctx context.Context) (MaintenanceReport, error) {
 		rep.Finished = finished
 		if _, err := q.q.JobSweepCancelled(ctx, db); err != nil {
 			return fmt.Errorf("sweep cancelled jobs: %w", err)
+		}
+		if _, err := q.q.TaskRedealOrphans(ctx, db); err != nil {
+			return fmt.Errorf("re-deal tasks on removed shards: %w", err)
 		}
 		rolled, err := q.q.JobRollUp(ctx, db)
 		if err != nil {

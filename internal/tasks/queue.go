@@ -1,11 +1,13 @@
 // Package tasks is the task queue: claiming, finishing, leases and rescue,
 // enqueueing and job progress, on top of the sqlc-generated queries in gen.
 //
-// Every state change is one SQL statement (sql/queries/tasks.sql and
-// jobs.sql), so it is atomic without client-side transactions, and each one
-// keeps the per-job concurrency limit and progress counters exact (see
-// job_shards in sql/schema). Claims use FOR UPDATE SKIP LOCKED and never lock
-// a job's row, so workers do not queue behind each other.
+// Claiming, finishing, extending, handing back and rescuing tasks are each
+// one SQL statement (sql/queries/tasks.sql), atomic without a client-side
+// transaction, and each keeps the per-job concurrency limit and progress
+// counters exact (job_shards and job_tallies in sql/schema); enqueueing and
+// cancelling take one short transaction. Claims lock a job shard and its
+// tasks with FOR NO KEY UPDATE SKIP LOCKED and never lock a job's row, so
+// workers do not queue behind each other.
 package tasks
 
 import (

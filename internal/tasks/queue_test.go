@@ -238,3 +238,104 @@ func TestRunJobToCompletion(t *testing.T) {
 		t.Fatalf("jobs row counters after roll-up (-want +got):\n%s", diff)
 	}
 }
+
+// TestEnqueueReopensCompletedJob: a crawl finds pages as it goes, so its
+// queue can drain and the job complete between two batches; the next batch
+// reopens it, with shards to claim from again.
+func TestEnqueueReopensCompletedJob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, tasks.JobSpec{Concurrency: 8}, 3)
+	for {
+		claimed, err := f.queue.Claim(ctx, "w", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(claimed) == 0 {
+			break
+		}
+		for _, task := range claimed {
+			if err := f.queue.Complete(ctx, task, okResult()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := f.queue.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.queue.Job(ctx, job.ID); got.Status != tasks.JobCompleted {
+		t.Fatalf("setup: job %s, want completed", got.Status)
+	}
+
+	more := []tasks.Page{{Path: "/found-later", Priority: 0.5}, {Path: "/p00000"}}
+	res, err := f.queue.Enqueue(ctx, job.ID, more)
+	if err != nil {
+		t.Fatalf("Enqueue into a completed job: %v", err)
+	}
+	if diff := cmp.Diff(tasks.EnqueueResult{Pending: 1, Duplicates: 1}, res); diff != "" {
+		t.Fatalf("enqueue result (-want +got):\n%s", diff)
+	}
+	got, err := f.queue.Job(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := tasks.Progress{Total: 4, Completed: 3, Pending: 1, Percent: 75}
+	if got.Status != tasks.JobRunning || got.CompletedAt != nil {
+		t.Fatalf("reopened job: status %s, completed_at %v", got.Status, got.CompletedAt)
+	}
+	if diff := cmp.Diff(want, got.Progress); diff != "" {
+		t.Fatalf("progress (-want +got):\n%s", diff)
+	}
+	task, err := f.queue.ClaimOne(ctx, "w")
+	if err != nil {
+		t.Fatalf("claim from the reopened job: %v", err)
+	}
+	if task.Path != "/found-later" {
+		t.Fatalf("claimed %s", task.Path)
+	}
+}
+
+// TestLoweringConcurrencyStrandsNoTask: cutting a job's concurrency takes
+// shards away; a task running on one of them that later fails and is retried
+// comes back on a removed shard, and maintenance deals it to a live one.
+func TestLoweringConcurrencyStrandsNoTask(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{BackoffBase: time.Millisecond, BackoffMax: time.Millisecond})
+	job := f.job(t, tasks.JobSpec{Concurrency: 40}, 40) // 10 shards of 4
+	var onLast tasks.Task
+	for onLast.ID == "" {
+		claimed, err := f.queue.Claim(ctx, "w", 4)
+		if err != nil || len(claimed) == 0 {
+			t.Fatalf("claim: %v (%d)", err, len(claimed))
+		}
+		for _, task := range claimed {
+			var shard int
+			if err := f.pool.QueryRow(ctx, "SELECT shard FROM tasks WHERE id = $1", task.ID).Scan(&shard); err != nil {
+				t.Fatal(err)
+			}
+			if shard == 9 {
+				onLast = task
+			}
+		}
+	}
+	if _, err := f.pool.Exec(ctx, "UPDATE jobs SET concurrency = 8 WHERE id = $1", job.ID); err != nil { // 2 shards
+		t.Fatal(err)
+	}
+	if err := f.queue.Fail(ctx, onLast, errors.New("timeout"), false); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(time.Second)
+	if _, err := f.queue.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var stranded int
+	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE job_id = $1 AND status = 'pending' AND shard >= 2`,
+		job.ID).Scan(&stranded); err != nil {
+		t.Fatal(err)
+	}
+	if stranded != 0 {
+		t.Fatalf("%d pending tasks left on removed shards", stranded)
+	}
+}

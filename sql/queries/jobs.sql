@@ -36,9 +36,12 @@ ON CONFLICT (domain_id, path) DO NOTHING;
 -- Adds a batch of pages to a job as tasks in one statement: duplicates within
 -- the batch and pages the job already has are dropped (tasks_job_id_page_id_key),
 -- pages beyond max_pages are recorded as 'skipped', tasks are dealt to the
--- job's shards, and the job's total and skipped counts move once per batch. The job row is locked so two batches of
--- one job count max_pages correctly; claims never lock it, so they go on.
--- A pending job starts running. Relies on pages_domain_id_path_key and
+-- job's shards, and the job's total and skipped counts move once per batch.
+-- The job row is locked so two batches of one job count max_pages
+-- correctly; claims never lock it, so they go on. A pending job starts
+-- running; a completed one is reopened (a crawl finds pages as it goes, and
+-- its queue may drain between batches), which recreates its shards
+-- (jobs_sync_shards). Relies on pages_domain_id_path_key and
 -- tasks_job_id_page_id_key. Notifies idle workers when it adds pending tasks.
 WITH job AS (
     SELECT
@@ -69,7 +72,7 @@ fresh AS (
         i.priority,
         row_number() OVER (ORDER BY i.priority DESC, i.ord) AS rank
     FROM input i
-    JOIN job ON job.status IN ('pending', 'running', 'paused')
+    JOIN job ON job.status IN ('pending', 'running', 'paused', 'completed')
     JOIN pages p ON p.domain_id = job.domain_id AND p.path = i.path
     WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id)
 ),
@@ -100,10 +103,15 @@ counted AS (
     UPDATE jobs j
     SET total_tasks = j.total_tasks + a.pending + a.skipped,
         skipped_tasks = j.skipped_tasks + a.skipped,
-        status = CASE WHEN j.status = 'pending' THEN 'running'::job_status ELSE j.status END,
-        started_at = coalesce(j.started_at, now())
+        status = CASE WHEN j.status IN ('pending', 'completed') AND a.pending > 0 THEN 'running'::job_status
+                      ELSE j.status END,
+        completed_at = CASE WHEN j.status = 'completed' AND a.pending > 0 THEN NULL ELSE j.completed_at END,
+        started_at = coalesce(j.started_at, now()),
+        progress = CASE WHEN j.total_tasks + a.pending + a.skipped = 0 THEN 0
+                        ELSE 100.0 * (j.completed_tasks + j.failed_tasks + j.skipped_tasks + a.skipped)
+                             / (j.total_tasks + a.pending + a.skipped) END
     FROM added a, job
-    WHERE j.id = job.id AND job.status IN ('pending', 'running', 'paused')
+    WHERE j.id = job.id AND job.status IN ('pending', 'running', 'paused', 'completed')
     RETURNING j.status
 ),
 -- Delivered at commit; one notification per batch, not per task.
@@ -120,7 +128,8 @@ SELECT
 FROM job, added a;
 
 -- name: JobProgressGet :one
--- A job with its exact progress. Relies on jobs_pkey and job_shards_pkey.
+-- A job with its exact progress. Relies on jobs_pkey, job_shards_pkey and
+-- job_tallies_pkey (through job_progress).
 SELECT
     j.*,
     p.completed_tasks AS done_completed,
@@ -158,23 +167,36 @@ WITH skipped AS (
 ),
 counted AS (
     UPDATE jobs
-    SET skipped_tasks = skipped_tasks + (SELECT count(*) FROM skipped)
+    SET skipped_tasks = skipped_tasks + (SELECT count(*) FROM skipped),
+        progress = CASE WHEN total_tasks = 0 THEN 0
+                        ELSE 100.0 * (completed_tasks + failed_tasks + skipped_tasks
+                                      + (SELECT count(*) FROM skipped)) / total_tasks END
     WHERE id = sqlc.arg(job_id)::text
     RETURNING 1
 )
 SELECT count(*)::integer AS skipped FROM skipped;
 
 -- name: JobFinishDrained :many
--- Marks running jobs that have nothing pending or running as completed.
--- Relies on idx_tasks_job_id_status; only jobs with shards are looked at.
+-- Marks running jobs that have nothing pending or running as completed. Only
+-- jobs with shards are looked at, each with one probe of
+-- idx_tasks_job_id_status that stops at the first unfinished task. The probe
+-- is a scalar subquery ordered by the index's column: NOT EXISTS was planned
+-- as a hash anti-join over every unfinished task, and an unordered LIMIT 1
+-- as a sequential scan that expects an early match, which for a drained
+-- job (the case this looks for) reads the whole table.
 UPDATE jobs j
 SET status = 'completed', completed_at = coalesce(sqlc.narg('now')::timestamptz, now())
 WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
   AND j.status = 'running'
-  AND NOT EXISTS (
-      SELECT 1 FROM tasks t
-      WHERE t.job_id = j.id AND t.status IN ('pending', 'running')
-  )
+  AND (
+      SELECT count(*)
+      FROM (
+          SELECT 1 FROM tasks t
+          WHERE t.job_id = j.id AND t.status IN ('pending', 'running')
+          ORDER BY t.status
+          LIMIT 1
+      ) unfinished
+  ) = 0
 RETURNING j.id;
 
 -- name: JobRollUp :many
@@ -244,7 +266,22 @@ WITH skipped AS (
     RETURNING t.job_id
 )
 UPDATE jobs j
-SET skipped_tasks = j.skipped_tasks + s.n
+SET skipped_tasks = j.skipped_tasks + s.n,
+    progress = CASE WHEN j.total_tasks = 0 THEN 0
+                    ELSE 100.0 * (j.completed_tasks + j.failed_tasks + j.skipped_tasks + s.n) / j.total_tasks END
 FROM (SELECT job_id, count(*)::integer AS n FROM skipped GROUP BY job_id) s
 WHERE j.id = s.job_id
 RETURNING j.id;
+
+-- name: TaskRedealOrphans :execrows
+-- Deals pending tasks that sit on a shard a concurrency change took away
+-- (one that was running there when the job's shards were cut, then came back
+-- to pending) to the job's current shards, so that every pending task can be
+-- claimed. Relies on idx_tasks_claim (job_id, shard, ...) for each live job.
+UPDATE tasks t
+SET shard = (t.shard % job_shard_count(j.concurrency))::smallint
+FROM jobs j
+WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+  AND t.job_id = j.id
+  AND t.status = 'pending'
+  AND t.shard >= job_shard_count(j.concurrency);

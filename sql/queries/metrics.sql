@@ -1,18 +1,21 @@
 -- name: TaskThroughputPerMinute :many
 -- The plan's throughput query: tasks finished per minute over a recent window.
--- Reaches tasks through idx_tasks_job_id_status, for the jobs that are still
--- going or finished within the window, instead of scanning every task ever.
+-- Reaches tasks through idx_tasks_job_id_status, one index scan per job that
+-- is still going or finished within the window (LATERAL keeps it per job in
+-- any plan), instead of scanning every task ever.
 SELECT
     date_trunc('minute', t.completed_at)::timestamptz AS minute,
     count(*)::bigint AS tasks_completed
-FROM tasks t
-WHERE t.job_id IN (
-        SELECT j.id FROM jobs j
-        WHERE j.completed_at IS NULL
-           OR j.completed_at > now() - sqlc.arg(window_seconds)::integer * interval '1 second'
-    )
-  AND t.status IN ('completed', 'failed', 'skipped')
-  AND t.completed_at > now() - sqlc.arg(window_seconds)::integer * interval '1 second'
+FROM jobs j
+CROSS JOIN LATERAL (
+    SELECT t.completed_at
+    FROM tasks t
+    WHERE t.job_id = j.id
+      AND t.status IN ('completed', 'failed', 'skipped')
+      AND t.completed_at > now() - sqlc.arg(window_seconds)::integer * interval '1 second'
+) t
+WHERE j.completed_at IS NULL
+   OR j.completed_at > now() - sqlc.arg(window_seconds)::integer * interval '1 second'
 GROUP BY 1
 ORDER BY 1 DESC;
 
@@ -65,8 +68,10 @@ WHERE w.datname = current_database()
 ORDER BY w.query_start, w.pid, b.pid;
 
 -- name: QueueDepth :many
--- Tasks per job and status for the jobs that are not finished. Reaches tasks
--- through idx_tasks_job_id_status (an index-only scan once vacuumed).
+-- Tasks per job and status for the jobs that still have shards (every job
+-- not finished, and finished ones until maintenance retires their shards).
+-- Reaches tasks through idx_tasks_job_id_status (an index-only scan once
+-- vacuumed).
 SELECT t.job_id, t.status, count(*)::bigint AS tasks
 FROM tasks t
 WHERE t.job_id IN (SELECT s.job_id FROM job_shards s WHERE s.shard = 0)

@@ -4,9 +4,10 @@
 -- refuses CONCURRENTLY inside a transaction, and dbmate sends a whole section
 -- as one statement batch, so this file holds exactly one statement per section.
 -- No IF NOT EXISTS: a failed concurrent build leaves an INVALID index behind,
--- and IF NOT EXISTS would skip it silently. The migration runner drops invalid
--- indexes before it migrates (sql/ops/invalid_indexes.sql), so a retry
--- rebuilds the index; plain dbmate fails loudly instead of skipping.
+-- and IF NOT EXISTS would skip it silently. The migration runner and
+-- scripts/deploy drop invalid indexes before they migrate (the query
+-- IndexInvalidDropStatements in sql/queries/schema_maintenance.sql), so a
+-- retry rebuilds the index; plain dbmate fails loudly instead of skipping.
 --
 -- Rollback: DROP INDEX CONCURRENTLY, also without blocking writes.
 

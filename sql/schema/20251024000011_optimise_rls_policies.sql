@@ -27,10 +27,10 @@
 --         pointed at any domain_id would show that domain's pages, crawled
 --         for another organisation. The jobs policy stays FOR ALL, as in the
 --         plan, so granting writes later needs no policy change;
---       - share links: users create them for their organisation's jobs
---         (job_id, created_by, expires_at; the token always comes from the
---         column default, never from the client), expire, revoke and delete
---         them.
+--       - share links: users create them in their own name for their
+--         organisation's jobs (job_id, created_by, expires_at; the token
+--         always comes from the column default, never from the client), and
+--         any member may expire, revoke and delete the organisation's links.
 --
 -- Rollback: restores the previous policies and grants.
 
@@ -83,16 +83,21 @@ USING (
     )
 );
 
+-- One policy per action: links are created only in one's own name, while
+-- any member may see, expire, revoke or delete the organisation's links
+-- (UPDATE may change only expires_at and revoked_at, by column grant).
 DROP POLICY "Organisation members can manage share links" ON job_share_links;
-CREATE POLICY "Organisation members can manage share links"
-ON job_share_links FOR ALL TO authenticated
+CREATE POLICY "Organisation members can read share links"
+ON job_share_links FOR SELECT TO authenticated
 USING (
     job_id IN (
         SELECT id
         FROM jobs
         WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
     )
-)
+);
+CREATE POLICY "Organisation members can create share links"
+ON job_share_links FOR INSERT TO authenticated
 WITH CHECK (
     created_by = (SELECT auth.uid())
     AND job_id IN (
@@ -101,10 +106,37 @@ WITH CHECK (
         WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
     )
 );
+CREATE POLICY "Organisation members can expire and revoke share links"
+ON job_share_links FOR UPDATE TO authenticated
+USING (
+    job_id IN (
+        SELECT id
+        FROM jobs
+        WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
+    )
+)
+WITH CHECK (
+    job_id IN (
+        SELECT id
+        FROM jobs
+        WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
+    )
+);
+CREATE POLICY "Organisation members can delete share links"
+ON job_share_links FOR DELETE TO authenticated
+USING (
+    job_id IN (
+        SELECT id
+        FROM jobs
+        WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
+    )
+);
 
 REVOKE ALL ON organisations, users, domains, pages, jobs, tasks, job_share_links FROM anon;
-REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON organisations, users, domains, pages, jobs, tasks
-    FROM authenticated;
+REVOKE ALL ON SEQUENCE domains_id_seq, pages_id_seq FROM anon, authenticated;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE, TRIGGER, REFERENCES
+    ON organisations, users, domains, pages, jobs, tasks FROM authenticated;
+REVOKE TRIGGER, REFERENCES ON job_share_links FROM authenticated;
 REVOKE INSERT, UPDATE, TRUNCATE ON job_share_links FROM authenticated;
 GRANT UPDATE (full_name, updated_at) ON users TO authenticated;
 GRANT UPDATE (name, updated_at) ON organisations TO authenticated;
@@ -112,6 +144,7 @@ GRANT INSERT (job_id, created_by, expires_at), UPDATE (expires_at, revoked_at)
     ON job_share_links TO authenticated;
 
 -- migrate:down
+GRANT USAGE, SELECT ON SEQUENCE domains_id_seq, pages_id_seq TO anon, authenticated;
 REVOKE UPDATE (full_name, updated_at) ON users FROM authenticated;
 REVOKE UPDATE (name, updated_at) ON organisations FROM authenticated;
 REVOKE INSERT (job_id, created_by, expires_at), UPDATE (expires_at, revoked_at)
@@ -170,7 +203,10 @@ USING (
     )
 );
 
-DROP POLICY "Organisation members can manage share links" ON job_share_links;
+DROP POLICY "Organisation members can read share links" ON job_share_links;
+DROP POLICY "Organisation members can create share links" ON job_share_links;
+DROP POLICY "Organisation members can expire and revoke share links" ON job_share_links;
+DROP POLICY "Organisation members can delete share links" ON job_share_links;
 CREATE POLICY "Organisation members can manage share links"
 ON job_share_links FOR ALL
 USING (

@@ -105,16 +105,22 @@ AS $fn$
 $fn$;
 
 -- Keeps a job's shards in step with jobs.concurrency: created with the job,
--- resized when concurrency changes. When the number of shards changes, the
--- job's pending tasks are dealt to the new shards again; a shard that loses
--- its capacity keeps its running tasks, and new claims on it wait until they
--- finish.
+-- resized when concurrency changes, and created again when a completed job
+-- is reopened (its shards are retired when it completes). When the number
+-- of shards changes, the job's pending tasks are dealt to the new shards; a
+-- shard that loses its capacity keeps its running tasks, and any of them that
+-- later become pending again are dealt again by TaskRedealOrphans.
 CREATE FUNCTION job_shards_sync() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public
 AS $fn$
 DECLARE
     shards integer := job_shard_count(NEW.concurrency);
 BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.concurrency = OLD.concurrency
+       AND NOT (OLD.status = 'completed' AND NEW.status = 'running') THEN
+        RETURN NULL;
+    END IF;
+
     INSERT INTO job_shards (job_id, shard, capacity)
     SELECT NEW.id, s, job_shard_capacity(NEW.concurrency, s)
     FROM generate_series(0, shards - 1) AS s
@@ -143,7 +149,7 @@ END
 $fn$;
 
 CREATE TRIGGER jobs_sync_shards
-AFTER INSERT OR UPDATE OF concurrency ON jobs
+AFTER INSERT OR UPDATE OF concurrency, status ON jobs
 FOR EACH ROW EXECUTE FUNCTION job_shards_sync();
 
 -- Existing jobs that can still run get their shards, and their waiting and
@@ -230,6 +236,7 @@ USING (
 );
 -- Supabase's default privileges would hand these to anon too.
 REVOKE ALL ON job_shards, job_tallies, job_progress FROM anon;
+REVOKE TRIGGER, REFERENCES ON job_shards, job_tallies FROM authenticated;
 GRANT SELECT ON job_shards, job_tallies, job_progress TO authenticated;
 GRANT ALL ON job_shards, job_tallies TO service_role;
 GRANT SELECT ON job_progress TO service_role;
