@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -235,10 +236,11 @@ afterwards unless --keep.`, stderr)
 		Concurrency: *concurrency, Delay: *delay, DashboardSamples: *dashboards, MaxDuration: *maxDuration, Keep: *keep,
 		Logger: newLogger(stderr, *verbose),
 	}
-	var last loadtest.Progress
-	cfg.OnProgress = func(p loadtest.Progress) { last = p }
+	var last atomic.Pointer[loadtest.Progress]
+	last.Store(&loadtest.Progress{})
+	cfg.OnProgress = func(p loadtest.Progress) { last.Store(&p) }
 	live = startLiveLine(ctx, stderr, func() string {
-		p := last
+		p := *last.Load()
 		if p.Total == 0 {
 			return "preparing..."
 		}

@@ -2,6 +2,7 @@ package tasks_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/blue-banded-bee/taskq/internal/gensql"
 	"github.com/blue-banded-bee/taskq/internal/tasks"
 )
 
@@ -171,6 +175,152 @@ func BenchmarkClaimFinish(b *testing.B) {
 			elapsed := drain(b, f, c.workers, c.batch, per*c.jobs)
 			b.StopTimer()
 			b.ReportMetric(float64(per*c.jobs)/elapsed.Seconds(), "tasks/s")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// rawQueue runs the queue's claim and finish SQL (the generated statements'
+// own text, from gensql) through pgx directly, with hand-written scanning:
+// the baseline the generated path is compared with.
+type rawQueue struct {
+	pool         *pgxpool.Pool
+	claim, finis string
+}
+
+func newRawQueue(pool *pgxpool.Pool) rawQueue {
+	return rawQueue{pool: pool, claim: gensql.MustQuery("TaskClaim"), finis: gensql.MustQuery("TaskFinishMany")}
+}
+
+type rawTask struct {
+	id, jobID, path         string
+	pageID                  int32
+	priority                float64
+	retries, attempt        int32
+	created, started, lease time.Time
+}
+
+func (r rawQueue) claimTasks(ctx context.Context, worker string, n int) ([]rawTask, error) {
+	rows, err := r.pool.Query(ctx, r.claim, nil, int32(n), worker, int64(60000))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []rawTask
+	for rows.Next() {
+		var t rawTask
+		if err := rows.Scan(&t.id, &t.jobID, &t.pageID, &t.path, &t.priority, &t.retries, &t.attempt,
+			&t.created, &t.started, &t.lease); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+func (r rawQueue) finish(ctx context.Context, worker string, ts []rawTask) (int, error) {
+	n := len(ts)
+	ids, workers, errs, caches, types := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	attempts, codes, times := make([]int32, n), make([]int32, n), make([]int32, n)
+	failed, retryable := make([]bool, n), make([]bool, n)
+	lengths := make([]int64, n)
+	headers := make([][]byte, n)
+	res := okResult()
+	h, _ := json.Marshal(res.Headers)
+	for i, t := range ts {
+		ids[i], workers[i], attempts[i] = t.id, worker, t.attempt
+		codes[i], times[i], caches[i], types[i], lengths[i], headers[i] =
+			int32(res.StatusCode), int32(res.ResponseTime.Milliseconds()), res.CacheStatus, res.ContentType, res.ContentLength, h
+	}
+	rows, err := r.pool.Query(ctx, r.finis, ids, workers, attempts, failed, retryable, codes, times, caches, types,
+		lengths, headers, errs, nil, int64(300000), int64(1000))
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	done := 0
+	for rows.Next() {
+		var id, job, outcome string
+		if err := rows.Scan(&id, &job, &outcome); err != nil {
+			return 0, err
+		}
+		if outcome == "completed" {
+			done++
+		}
+	}
+	return done, rows.Err()
+}
+
+// drainRaw is drain on the raw baseline.
+func drainRaw(tb testing.TB, r rawQueue, workers, batch, total int) time.Duration {
+	tb.Helper()
+	ctx := context.Background()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	start := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			worker := fmt.Sprintf("raw-%d", w)
+			for done.Load() < int64(total) {
+				claimed, err := r.claimTasks(ctx, worker, batch)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(claimed) == 0 {
+					time.Sleep(100 * time.Microsecond)
+					continue
+				}
+				n, err := r.finish(ctx, worker, claimed)
+				if err != nil {
+					errs <- err
+					return
+				}
+				done.Add(int64(n))
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	for err := range errs {
+		tb.Fatal(err)
+	}
+	return elapsed
+}
+
+// BenchmarkGeneratedVsRaw runs the same claim-and-finish load through the
+// generated accessors (via the queue, as the application uses it) and, in
+// the same run, as the same SQL sent raw through pgx, on fresh databases of
+// the same size, and reports both rates and their ratio (generated/raw).
+func BenchmarkGeneratedVsRaw(b *testing.B) {
+	for _, c := range []struct{ workers, batch int }{{8, 1}, {8, 100}} {
+		b.Run(fmt.Sprintf("workers=%d/batch=%d", c.workers, c.batch), func(b *testing.B) {
+			total := max(b.N, 3000)
+			if c.batch > 1 {
+				total = max(b.N, 60_000)
+			}
+			prepare := func() fixture {
+				f := setupConns(b, tasks.Config{Now: time.Now}, int32(c.workers+2))
+				f.job(b, tasks.JobSpec{Concurrency: 100_000}, total)
+				if _, err := f.pool.Exec(context.Background(), "VACUUM ANALYZE"); err != nil {
+					b.Fatal(err)
+				}
+				return f
+			}
+			gen, raw := prepare(), prepare()
+			b.ResetTimer()
+			genElapsed := drain(b, gen, c.workers, c.batch, total)
+			rawElapsed := drainRaw(b, newRawQueue(raw.pool), c.workers, c.batch, total)
+			b.StopTimer()
+			genRate := float64(total) / genElapsed.Seconds()
+			rawRate := float64(total) / rawElapsed.Seconds()
+			b.ReportMetric(genRate, "generated_tasks/s")
+			b.ReportMetric(rawRate, "raw_tasks/s")
+			b.ReportMetric(genRate/rawRate, "generated/raw")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

@@ -154,7 +154,7 @@ func (p *Pool) Waker() *tasks.Waker { return p.waker }
 // package documentation). It returns nil after a clean shutdown.
 func (p *Pool) Run(ctx context.Context) error {
 	p.stats.start(time.Now())
-	defer p.stats.stop(time.Now())
+	defer func() { p.stats.stop(time.Now()) }()
 
 	// Handlers keep running for ShutdownTimeout after ctx ends.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -180,7 +180,13 @@ func (p *Pool) Run(ctx context.Context) error {
 	if p.cfg.MaintainInterval > 0 {
 		background.Go(func() { p.maintain(ctx) })
 	}
-	background.Go(func() { p.extendLeases(ctx) })
+	// Leases are extended until the last handler has returned and its
+	// outcome is written, not just until ctx ends: handlers may run for
+	// ShutdownTimeout after that, and a lapsed lease would let another
+	// process's rescuer hand their tasks out again.
+	leaseCtx, stopLeases := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLeases()
+	background.Go(func() { p.extendLeases(leaseCtx) })
 
 	completerDone := make(chan struct{})
 	go func() {
@@ -216,8 +222,17 @@ func (p *Pool) Run(ctx context.Context) error {
 	workers.Wait()
 	close(p.outcomes)
 	<-completerDone
+	stopLeases()
 	background.Wait()
 	return nil
+}
+
+// claimContext is the context claims run in: not cancelled by shutdown, so
+// a claim in flight finishes and the pool learns which tasks it took (and
+// hands them back) rather than abandoning a statement that may already have
+// committed, whose tasks would then wait out their lease.
+func claimContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 }
 
 // claimAndRun is one worker claiming a task at a time for itself.
@@ -225,8 +240,14 @@ func (p *Pool) claimAndRun(ctx, workCtx context.Context, workerID string) {
 	failures := 0
 	for ctx.Err() == nil {
 		start := time.Now()
-		t, err := p.q.ClaimOne(ctx, workerID)
+		cctx, cancel := claimContext(ctx)
+		t, err := p.q.ClaimOne(cctx, workerID)
+		cancel()
 		p.stats.claimed(time.Since(start), t != nil)
+		if t != nil && ctx.Err() != nil {
+			p.outcomes <- outcome{Outcome: tasks.Outcome{Task: *t}, release: true}
+			return
+		}
 		switch {
 		case errors.Is(err, tasks.ErrNoTasksAvailable):
 			failures = 0
@@ -264,8 +285,16 @@ func (p *Pool) fetch(ctx context.Context, queue chan tasks.Task, inFlight *atomi
 			continue
 		}
 		start := time.Now()
-		claimed, err := p.q.Claim(ctx, fetcherID, int(min(free, int64(p.cfg.ClaimBatch))))
+		cctx, cancel := claimContext(ctx)
+		claimed, err := p.q.Claim(cctx, fetcherID, int(min(free, int64(p.cfg.ClaimBatch))))
+		cancel()
 		p.stats.claimedBatch(time.Since(start), len(claimed))
+		if len(claimed) > 0 && ctx.Err() != nil {
+			for _, t := range claimed {
+				p.outcomes <- outcome{Outcome: tasks.Outcome{Task: t}, release: true}
+			}
+			break
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				failures++
@@ -384,9 +413,9 @@ func (p *Pool) complete() {
 }
 
 // flush writes a batch of outcomes, retrying while the database is
-// unavailable (for up to ShutdownTimeout at a stretch). Outcomes it cannot
-// write leave their tasks running; their leases expire and the rescuer
-// returns them, so nothing is lost.
+// unavailable (see retry). Outcomes it cannot write leave their tasks
+// running; their leases expire and the rescuer returns them, so nothing is
+// lost.
 func (p *Pool) flush(batch []outcome) {
 	if len(batch) == 0 {
 		return
@@ -433,10 +462,18 @@ func (p *Pool) flush(batch []outcome) {
 	}
 }
 
+// How long one attempt to write outcomes may take, and how long flush keeps
+// retrying (the database restarting, say) before it leaves the tasks to the
+// rescuer. Independent of ShutdownTimeout, which is the handlers' grace.
+const (
+	writeTimeout  = 30 * time.Second
+	writePatience = 2 * time.Minute
+)
+
 func (p *Pool) retry(what string, fn func(context.Context) error) {
-	deadline := time.Now().Add(p.cfg.ShutdownTimeout)
+	deadline := time.Now().Add(writePatience)
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.ShutdownTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
 		err := fn(ctx)
 		cancel()
 		if err == nil {

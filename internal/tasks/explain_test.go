@@ -1,0 +1,233 @@
+package tasks_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/blue-banded-bee/taskq/internal/gensql"
+	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/internal/pgtest"
+)
+
+// planNode is the part of EXPLAIN (FORMAT JSON) the checks read.
+type planNode struct {
+	NodeType     string     `json:"Node Type"`
+	RelationName string     `json:"Relation Name"`
+	IndexName    string     `json:"Index Name"`
+	Plans        []planNode `json:"Plans"`
+}
+
+func (n planNode) walk(fn func(planNode)) {
+	fn(n)
+	for _, c := range n.Plans {
+		c.walk(fn)
+	}
+}
+
+// explain returns the plan of sql with args, as a custom plan (the values
+// known) and as the generic plan that the queue's sessions run
+// (plan_cache_mode = force_generic_plan, see tasks.ConfigurePool).
+func explain(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) map[string]planNode {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	plans := map[string]planNode{}
+	read := func(kind, query string, args ...any) {
+		var out []struct {
+			Plan planNode `json:"Plan"`
+		}
+		var raw []byte
+		if err := conn.QueryRow(ctx, query, args...).Scan(&raw); err != nil {
+			t.Fatalf("%s (%s plan): %v", name, kind, err)
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			t.Fatal(err)
+		}
+		plans[kind] = out[0].Plan
+	}
+	read("custom", "EXPLAIN (FORMAT JSON) "+sql, args...)
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "PREPARE explained AS "+sql); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "DEALLOCATE explained") //nolint:errcheck // the connection is released to a test pool
+	// EXECUTE in a utility statement takes no bind parameters: the values
+	// go in as text literals, which take each parameter's declared type.
+	literals := make([]string, len(args))
+	for i, a := range args {
+		literals[i] = literal(t, a)
+	}
+	execute := "EXPLAIN (FORMAT JSON) EXECUTE explained"
+	if len(args) > 0 {
+		execute += "(" + strings.Join(literals, ", ") + ")"
+	}
+	read("generic", execute)
+	return plans
+}
+
+// literal renders a test argument as a quoted SQL literal.
+func literal(t *testing.T, a any) string {
+	t.Helper()
+	quote := func(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+	array := func(items []string) string { return quote("{" + strings.Join(items, ",") + "}") }
+	switch v := a.(type) {
+	case *time.Time:
+		return quote(v.Format(time.RFC3339Nano))
+	case int32, int64:
+		return quote(fmt.Sprint(v))
+	case string:
+		return quote(v)
+	case []string:
+		items := make([]string, len(v))
+		for i, s := range v {
+			items[i] = `"` + s + `"`
+		}
+		return array(items)
+	case []int32:
+		items := make([]string, len(v))
+		for i, n := range v {
+			items[i] = fmt.Sprint(n)
+		}
+		return array(items)
+	case []int64:
+		items := make([]string, len(v))
+		for i, n := range v {
+			items[i] = fmt.Sprint(n)
+		}
+		return array(items)
+	case []bool:
+		items := make([]string, len(v))
+		for i, b := range v {
+			items[i] = fmt.Sprint(b)
+		}
+		return array(items)
+	case [][]byte:
+		items := make([]string, len(v))
+		for i, b := range v {
+			items[i] = `"` + strings.ReplaceAll(string(b), `"`, `\"`) + `"`
+		}
+		return array(items)
+	}
+	t.Fatalf("no literal for %T", a)
+	return ""
+}
+
+// seedLargeQueue fills a running job of 32 shards with n tasks, a third of
+// them already completed, next to three finished jobs whose 1.5 n completed
+// tasks are history, as in a database that has been in use; then gathers
+// statistics.
+func seedLargeQueue(t *testing.T, pool *pgxpool.Pool, n int) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, fmt.Sprintf(`
+		INSERT INTO domains (name) VALUES ('big.example'), ('old.example');
+		INSERT INTO jobs (id, domain_id, concurrency, status) VALUES ('big', 1, 1000, 'running');
+		INSERT INTO jobs (id, domain_id, status, completed_at)
+		SELECT 'old' || g, 2, 'completed', now() - interval '1 day' FROM generate_series(1, 3) g;
+		DELETE FROM job_shards WHERE job_id LIKE 'old%%';
+		INSERT INTO pages (domain_id, path) SELECT 1, '/p' || g FROM generate_series(1, %[1]d) g;
+		INSERT INTO pages (domain_id, path) SELECT 2, '/p' || g FROM generate_series(1, %[1]d / 2) g;
+		INSERT INTO tasks (job_id, page_id, path, priority_score, shard, status, completed_at)
+		SELECT 'big', p.id, p.path, random(), p.id %% 32,
+		       CASE WHEN p.id %% 3 = 0 THEN 'completed'::task_status ELSE 'pending' END,
+		       CASE WHEN p.id %% 3 = 0 THEN now() END
+		FROM pages p WHERE p.domain_id = 1;
+		INSERT INTO tasks (job_id, page_id, path, priority_score, status, completed_at)
+		SELECT 'old' || g, p.id, p.path, random(), 'completed', now() - interval '1 day'
+		FROM pages p, generate_series(1, 3) g WHERE p.domain_id = 2;
+		ANALYZE;`, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQueueStatementsUseIndexes checks, on a queue of 100,000 tasks (and
+// 150,000 finished ones) with statistics, that the claim and the other hot-path statements reach tasks
+// through an index, in the plan a queue session runs and in a custom plan,
+// and that the claim reads idx_tasks_claim. The old claim on the base schema
+// is checked the same way and does scan, so the check is known to bite.
+func TestQueueStatementsUseIndexes(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("seeds 100,000 tasks")
+	}
+	pool := pgtest.Pool(t, pgtest.URL(t, migrate.VersionLatest), 2)
+	seedLargeQueue(t, pool, 100_000)
+	now := time.Now()
+	one := []string{"x"}
+	cases := []struct {
+		query     string
+		args      []any
+		wantIndex string
+	}{
+		{"TaskClaim", []any{&now, int32(1), "w", int64(60000)}, "idx_tasks_claim"},
+		{"TaskClaim", []any{&now, int32(500), "w", int64(60000)}, "idx_tasks_claim"},
+		{"TaskClaimableExists", []any{&now}, "idx_tasks_claim"},
+		{"TaskFinishMany", []any{one, one, []int32{1}, []bool{false}, []bool{false}, []int32{200}, []int32{5},
+			one, one, []int64{1}, [][]byte{[]byte("{}")}, one, &now, int64(1000), int64(100)}, "tasks_pkey"},
+		{"TaskExtendLease", []any{&now, int64(60000), one, one, []int32{1}}, "tasks_pkey"},
+		{"TaskReleaseMany", []any{one, one, []int32{1}, &now}, "tasks_pkey"},
+		{"TaskRescueExpired", []any{&now, int32(100)}, "idx_tasks_job_id_status"},
+		{"JobFinishDrained", []any{&now}, "idx_tasks_job_id_status"},
+		{"QueueDepth", nil, "idx_tasks_job_id_status"},
+		{"TaskThroughputPerMinute", []any{int32(900)}, "idx_tasks_job_id_status"},
+	}
+	for _, c := range cases {
+		for kind, plan := range explain(t, pool, c.query, gensql.MustQuery(c.query), c.args...) {
+			var seqScans, indexes []string
+			plan.walk(func(n planNode) {
+				if n.NodeType == "Seq Scan" && n.RelationName == "tasks" {
+					seqScans = append(seqScans, n.NodeType)
+				}
+				if n.IndexName != "" {
+					indexes = append(indexes, n.IndexName)
+				}
+			})
+			if len(seqScans) > 0 {
+				t.Errorf("%s (%s plan, %d args) scans tasks sequentially", c.query, kind, len(c.args))
+			}
+			if !contains(indexes, c.wantIndex) {
+				t.Errorf("%s (%s plan) does not use %s; indexes used: %v", c.query, kind, c.wantIndex, indexes)
+			}
+		}
+	}
+
+	legacy := pgtest.Pool(t, pgtest.URL(t, migrate.VersionBaseSchema), 2)
+	if _, err := legacy.Exec(context.Background(), `
+		INSERT INTO domains (name) VALUES ('big.example');
+		INSERT INTO jobs (id, domain_id, status) VALUES ('big', 1, 'running');
+		INSERT INTO pages (domain_id, path) SELECT 1, '/p' || g FROM generate_series(1, 100000) g;
+		ALTER TABLE tasks DISABLE TRIGGER tasks_update_job_counters;
+		INSERT INTO tasks (job_id, page_id, path, priority_score) SELECT 'big', id, path, random() FROM pages;
+		ANALYZE;`); err != nil {
+		t.Fatal(err)
+	}
+	scanned := false
+	explain(t, legacy, "LegacyTaskNextPending", gensql.MustQuery("LegacyTaskNextPending"))["generic"].walk(func(n planNode) {
+		scanned = scanned || (n.NodeType == "Seq Scan" && n.RelationName == "tasks")
+	})
+	if !scanned {
+		t.Errorf("the old claim on the base schema should scan tasks; the check cannot tell")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
