@@ -8,8 +8,17 @@
 //     CREATE INDEX CONCURRENTLY left behind, so the pending migration rebuilds
 //     them instead of failing on the name (or, with IF NOT EXISTS, silently
 //     keeping an index the planner never uses);
+//   - lock_timeout on every migration but the CREATE INDEX CONCURRENTLY
+//     ones, so an ALTER cannot queue behind a long transaction and stall
+//     every query behind it (a concurrent build's wait for older
+//     transactions is itself a lock wait, which the timeout would cut), and
+//     client_connection_check_interval, so a killed migrator's concurrent
+//     build is cancelled rather than finishing unrecorded;
 //   - a target version, so the load test can build the schema as it stood
 //     before the optimisations.
+//
+// Migrations are applied one dbmate run each, so that each gets the
+// settings it needs; scripts/deploy does the same with the CLI.
 package migrate
 
 import (
@@ -22,6 +31,7 @@ import (
 	"io/fs"
 	"net/url"
 	"regexp"
+	"strings"
 	"sort"
 	"testing/fstest"
 	"time"
@@ -62,6 +72,11 @@ type Runner struct {
 	Target string
 	// Log receives dbmate's progress lines; nil discards them.
 	Log io.Writer
+	// LockTimeout bounds how long a migration waits for a lock before it
+	// fails (and can be retried) instead of queueing traffic behind it.
+	// Default 5s; negative disables. Not applied to CREATE INDEX
+	// CONCURRENTLY migrations.
+	LockTimeout time.Duration
 }
 
 // Migration is one migration file and whether it is applied.
@@ -125,20 +140,59 @@ func (r Runner) Up(ctx context.Context) error {
 		if err := dropInvalidIndexes(ctx, conn, r.log()); err != nil {
 			return err
 		}
-		return db.Migrate()
+		found, err := db.FindMigrations()
+		if err != nil {
+			return err
+		}
+		for _, m := range found {
+			if m.Applied {
+				continue
+			}
+			parsed, err := m.Parse()
+			if err != nil {
+				return err
+			}
+			lockTimeout := r.LockTimeout
+			if lockTimeout == 0 {
+				lockTimeout = 5 * time.Second
+			}
+			if strings.Contains(strings.ToUpper(parsed.Up), "CONCURRENTLY") || lockTimeout < 0 {
+				lockTimeout = 0
+			}
+			one := r
+			one.Target = m.Version
+			step, err := one.dbmate(sessionOptions(lockTimeout))
+			if err != nil {
+				return err
+			}
+			if err := step.Migrate(); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
+}
+
+// sessionOptions are the settings each migration's session starts with, as
+// the libpq options parameter.
+func sessionOptions(lockTimeout time.Duration) string {
+	return fmt.Sprintf("-c lock_timeout=%d -c client_connection_check_interval=2000", lockTimeout.Milliseconds())
 }
 
 // Down rolls back the most recent applied migration.
 func (r Runner) Down(ctx context.Context) error {
-	return r.locked(ctx, func(_ *pgx.Conn, db *dbmate.DB) error {
+	return r.locked(ctx, func(_ *pgx.Conn, _ *dbmate.DB) error {
+		db, err := r.dbmate(sessionOptions(0))
+		if err != nil {
+			return err
+		}
 		return db.Rollback()
 	})
 }
 
 // Status lists every migration with whether it is applied.
 func (r Runner) Status(ctx context.Context) ([]Migration, error) {
-	db, err := r.dbmate()
+	db, err := r.dbmate("")
 	if err != nil {
 		return nil, err
 	}
@@ -160,7 +214,9 @@ func (r Runner) log() io.Writer {
 	return r.Log
 }
 
-func (r Runner) dbmate() (*dbmate.DB, error) {
+// dbmate returns dbmate's handle on the migrations up to the target, its
+// sessions started with options (libpq's options parameter) if not empty.
+func (r Runner) dbmate(options string) (*dbmate.DB, error) {
 	u, err := url.Parse(r.URL)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
@@ -168,8 +224,11 @@ func (r Runner) dbmate() (*dbmate.DB, error) {
 	q := u.Query()
 	if q.Get("sslmode") == "" {
 		q.Set("sslmode", "disable")
-		u.RawQuery = q.Encode()
 	}
+	if options != "" {
+		q.Set("options", strings.TrimSpace(q.Get("options")+" "+options))
+	}
+	u.RawQuery = q.Encode()
 	files, err := Files(r.Target)
 	if err != nil {
 		return nil, err
@@ -192,7 +251,7 @@ func (r Runner) dbmate() (*dbmate.DB, error) {
 // waits for every open transaction to end. The two would wait for each other
 // through this process, where PostgreSQL's deadlock detector cannot see it.
 func (r Runner) locked(ctx context.Context, fn func(*pgx.Conn, *dbmate.DB) error) error {
-	db, err := r.dbmate()
+	db, err := r.dbmate("")
 	if err != nil {
 		return err
 	}

@@ -466,3 +466,36 @@ func mapKeys[V any](m map[string]V) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// TestUpStopsAtLockTimeout: a migration that needs a lock held by a long
+// transaction fails with the lock timeout instead of queueing (and stalling
+// every query behind it); once the transaction ends, Up finishes.
+func TestUpStopsAtLockTimeout(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.EmptyURL(t)
+	if err := (migrate.Runner{URL: url, Target: "20251024000011"}).Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	holder := connect(t, url)
+	tx, err := holder.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT count(*) FROM tasks"); err != nil { // holds ACCESS SHARE on tasks
+		t.Fatal(err)
+	}
+	err = migrate.Runner{URL: url, LockTimeout: 300 * time.Millisecond}.Up(ctx)
+	if err == nil || !strings.Contains(err.Error(), "lock timeout") {
+		t.Fatalf("Up behind a held lock: %v, want a lock timeout", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := (migrate.Runner{URL: url}).Up(ctx); err != nil {
+		t.Fatalf("Up after the lock was released: %v", err)
+	}
+	if diff := cmp.Diff(wantIndexes(), indexStates(t, connect(t, url))); diff != "" {
+		t.Fatalf("indexes (-want +got):\n%s", diff)
+	}
+}

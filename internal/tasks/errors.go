@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -81,6 +82,12 @@ func interpretError(err error) error {
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		case "22P05", "22021": // untranslatable_character, character_not_in_repertoire
 			return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+		}
+		// A FATAL connection exception ends the session: a pooler that is
+		// full (PgBouncer's query_wait_timeout, max_client_conn: 08P01)
+		// or a server going away.
+		if pgErr.Severity == "FATAL" && strings.HasPrefix(pgErr.Code, "08") {
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 		return err
 	}
