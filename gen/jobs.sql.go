@@ -130,6 +130,22 @@ func (q *Queries) JobFinishDrained(ctx context.Context, db DBTX, now *time.Time)
 	return items, nil
 }
 
+const jobLockForEnqueue = `-- name: JobLockForEnqueue :one
+SELECT status FROM jobs WHERE id = $1::text FOR UPDATE
+`
+
+// The first statement of the enqueue transaction: locks the job's row, so
+// that TaskEnqueue's snapshot, taken after the lock is held, sees every
+// task an earlier batch of the same job added (a snapshot taken before
+// waiting for the lock would count them as new and skip admissible pages
+// under max_pages). Relies on jobs_pkey.
+func (q *Queries) JobLockForEnqueue(ctx context.Context, db DBTX, id string) (JobStatus, error) {
+	row := db.QueryRow(ctx, jobLockForEnqueue, id)
+	var status JobStatus
+	err := row.Scan(&status)
+	return status, err
+}
+
 const jobProgressGet = `-- name: JobProgressGet :one
 SELECT
     j.id, j.domain_id, j.user_id, j.organisation_id, j.status, j.concurrency, j.max_pages, j.total_tasks, j.completed_tasks, j.failed_tasks, j.skipped_tasks, j.progress, j.created_at, j.started_at, j.completed_at, j.error_message, j.max_retries,

@@ -204,7 +204,7 @@ func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
 	p.ContentTypes[i] = sanitize(r.ContentType)
 	p.ContentLengths[i] = r.ContentLength
 	if r.Headers != nil {
-		h, err := json.Marshal(r.Headers)
+		h, err := json.Marshal(sanitizeHeaders(r.Headers))
 		if err != nil {
 			return invalid(fmt.Sprintf("outcomes[%d].Result.Headers", i), "%v", err)
 		}
@@ -216,6 +216,20 @@ func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
 // sanitize makes text from the outside world storable: PostgreSQL text holds
 // no NUL bytes and only valid UTF-8. Results are evidence, so they are kept
 // (with replacement characters) rather than refused.
+// sanitizeHeaders is sanitize over every header name and value: jsonb
+// refuses the \u0000 escape that a NUL in a header would become.
+func sanitizeHeaders(h http.Header) http.Header {
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		clean := make([]string, len(vs))
+		for i, v := range vs {
+			clean[i] = sanitize(v)
+		}
+		out[sanitize(k)] = clean
+	}
+	return out
+}
+
 func sanitize(s string) string {
 	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
 }
@@ -226,6 +240,9 @@ func sanitize(s string) string {
 // (nothing was written for them).
 func (q *Queue) Release(ctx context.Context, held []Task) (lost []string, err error) {
 	if err := checkBatch("tasks", len(held)); err != nil {
+		return nil, err
+	}
+	if err := checkHeld(held); err != nil {
 		return nil, err
 	}
 	p := gen.TaskReleaseManyParams{
@@ -257,11 +274,28 @@ func (q *Queue) Release(ctx context.Context, held []Task) (lost []string, err er
 	return lost, nil
 }
 
+// checkHeld refuses, before anything is sent, task and worker ids that no
+// claim could have produced.
+func checkHeld(held []Task) error {
+	for i, t := range held {
+		if err := checkID(fmt.Sprintf("tasks[%d].ID", i), t.ID); err != nil {
+			return err
+		}
+		if err := checkID(fmt.Sprintf("tasks[%d].WorkerID", i), t.WorkerID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ExtendLeases extends the leases of tasks their workers still hold, and
 // returns them with their new expiry. Tasks no longer held are left out and
 // the error wraps ErrLeaseLost.
 func (q *Queue) ExtendLeases(ctx context.Context, held []Task) ([]Task, error) {
 	if err := checkBatch("tasks", len(held)); err != nil {
+		return nil, err
+	}
+	if err := checkHeld(held); err != nil {
 		return nil, err
 	}
 	p := gen.TaskExtendLeaseParams{

@@ -187,6 +187,12 @@ func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (Enqueu
 
 	var row gen.TaskEnqueueRow
 	err := q.tx(ctx, func(tx pgx.Tx) error {
+		// Lock the job first, in a statement of its own: see JobLockForEnqueue.
+		if _, err := q.q.JobLockForEnqueue(ctx, tx, jobID); errors.Is(err, pgx.ErrNoRows) {
+			return ErrJobNotFound
+		} else if err != nil {
+			return err
+		}
 		if err := q.q.PageUpsertMany(ctx, tx, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
 			return err
 		}

@@ -20,6 +20,14 @@ VALUES (
 )
 RETURNING *;
 
+-- name: JobLockForEnqueue :one
+-- The first statement of the enqueue transaction: locks the job's row, so
+-- that TaskEnqueue's snapshot, taken after the lock is held, sees every
+-- task an earlier batch of the same job added (a snapshot taken before
+-- waiting for the lock would count them as new and skip admissible pages
+-- under max_pages). Relies on jobs_pkey.
+SELECT status FROM jobs WHERE id = sqlc.arg(id)::text FOR UPDATE;
+
 -- name: PageUpsertMany :exec
 -- Creates the pages of a batch that the domain does not have yet. Relies on
 -- pages_domain_id_path_key. Runs in the enqueue transaction before

@@ -165,9 +165,11 @@ finished AS (
         retry_count = t.retry_count
                       + (i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status))::integer,
         run_after = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
+                         -- The exponent is capped first, so that a job with
+                         -- many retries cannot overflow bigint before least().
                          THEN coalesce(sqlc.narg('now')::timestamptz, now()) + least(
                                   sqlc.arg(backoff_max_ms)::bigint,
-                                  sqlc.arg(backoff_base_ms)::bigint * (2 ^ t.retry_count)::bigint
+                                  sqlc.arg(backoff_base_ms)::bigint * (2 ^ least(t.retry_count, 30))::bigint
                               ) * interval '1 millisecond'
                          ELSE t.run_after END,
         completed_at = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
@@ -246,7 +248,7 @@ RETURNING t.id, t.lease_expires_at::timestamptz AS lease_expires_at;
 
 -- name: TaskRescueExpired :many
 -- Returns running tasks whose lease has expired (their worker died or hung)
--- to 'pending', counting the attempt against max_retries; past it they fail.
+-- to 'pending', counting a retry against max_retries; past it they fail.
 -- Relies on idx_tasks_job_id_status, reached through the jobs that have
 -- shards (every job that can have running tasks), so no extra index is
 -- written on the claim path. SKIP LOCKED: a worker finishing one of these
@@ -275,7 +277,8 @@ WITH expired AS (
 rescued AS (
     UPDATE tasks t
     SET status = CASE WHEN e.retry THEN 'pending'::task_status ELSE 'failed'::task_status END,
-        retry_count = t.retry_count + 1,
+        -- As in TaskFinishMany: a failure counts as a retry only if it is retried.
+        retry_count = t.retry_count + e.retry::integer,
         run_after = coalesce(sqlc.narg('now')::timestamptz, now()),
         completed_at = CASE WHEN e.retry THEN NULL ELSE coalesce(sqlc.narg('now')::timestamptz, now()) END,
         lease_expires_at = NULL,

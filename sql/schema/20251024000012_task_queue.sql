@@ -40,7 +40,9 @@ ALTER TABLE tasks
     ADD COLUMN attempt          integer     NOT NULL DEFAULT 0,
     ADD COLUMN claimed_by       text,
     ADD COLUMN lease_expires_at timestamptz,
-    ADD COLUMN run_after        timestamptz NOT NULL DEFAULT '-infinity',
+    -- Not claimable before this (a retry's backoff). A finite default, not
+    -- '-infinity', which Go's time.Time cannot hold.
+    ADD COLUMN run_after        timestamptz NOT NULL DEFAULT 'epoch',
     -- The job shard the task belongs to (job_shards.shard).
     ADD COLUMN shard            smallint    NOT NULL DEFAULT 0;
 
