@@ -31,8 +31,8 @@ import (
 	"io/fs"
 	"net/url"
 	"regexp"
-	"strings"
 	"sort"
+	"strings"
 	"testing/fstest"
 	"time"
 
