@@ -20,6 +20,7 @@ import (
 	"github.com/blue-banded-bee/taskq/internal/loadtest"
 	"github.com/blue-banded-bee/taskq/internal/localpg"
 	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/internal/tasks"
 	"github.com/blue-banded-bee/taskq/internal/worker"
 )
 
@@ -133,6 +134,7 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 	simulate := fs.Bool("simulate", false, "simulate page fetches instead of fetching over HTTP")
 	delay := fs.Duration("delay", 0, "with --simulate: how long each simulated fetch takes")
 	shutdown := fs.Duration("shutdown-timeout", 30*time.Second, "how long running tasks may finish after a stop signal")
+	lease := fs.Duration("lease", time.Minute, "how long a claimed task stays with this worker without an extension; a dead worker's tasks return to the queue after it")
 	noMaintain := fs.Bool("no-maintain", false, "do not run maintenance (lease rescue, progress roll-up) in this process")
 	verbose := fs.Bool("v", false, "log informational events")
 	if err := parse(fs, args); err != nil {
@@ -141,11 +143,14 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 	if *workers < 1 || *batch < 1 {
 		return usageError{"--workers and --claim-batch must be at least 1"}
 	}
+	if *lease < time.Second || *poll <= 0 || *delay < 0 || *shutdown < 0 {
+		return usageError{"--lease must be at least 1s, --poll positive, --delay and --shutdown-timeout not negative"}
+	}
 	u, err := resolveDatabase(ctx, *dbURL, stderr)
 	if err != nil {
 		return err
 	}
-	d, err := db.Open(ctx, u, db.Options{Pooler: *pooler, MaxConns: int32(*workers + 4)})
+	d, err := db.Open(ctx, u, db.Options{Pooler: *pooler, MaxConns: int32(*workers + 4), Queue: tasks.Config{Lease: *lease}})
 	if err != nil {
 		return err
 	}

@@ -120,6 +120,7 @@ func PoolConfig(url string, opts Options) (*pgxpool.Config, error) {
 		// connection and cached: no named prepared statement outlives the
 		// transaction that a pooler may hand to another client.
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+		tasks.CancelOnContextEnd(cfg)
 		return cfg, nil
 	}
 	for name, d := range map[string]struct{ value, fallback time.Duration }{

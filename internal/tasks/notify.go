@@ -3,6 +3,7 @@ package tasks
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -50,6 +51,9 @@ func Listen(ctx context.Context, url string, w *Waker, onError func(error)) erro
 				onError(err)
 			}
 		},
+		// pgxlisten's default is a minute; workers poll meanwhile, but
+		// a restarted database should be heard from again promptly.
+		ReconnectDelay: time.Second,
 	}
 	l.Handle(NotifyChannel, wakeHandler{w})
 	err := l.Listen(ctx)
