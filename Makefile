@@ -28,9 +28,25 @@ lint: ## gofmt, go vet and go mod tidy must leave nothing to change
 	$(GO) mod tidy -diff
 	cd tools && $(GO) mod tidy -diff
 
+.PHONY: loadtest
+loadtest: ## The plan's load test on a local database: before vs after, side by side
+	$(GO) run ./cmd/taskq loadtest $(ARGS)
+
 .PHONY: test
 test: verify lint ## Everything CI runs: generated code, lint, and every test against real PostgreSQL
-	$(GO) test -race -timeout 30m ./...
+	$(GO) test -race -timeout 60m ./...
+
+.PHONY: bench
+bench: ## Queue benchmarks: claim/finish rates, generated vs raw pgx, claim latency by queue size
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/tasks/
+
+.PHONY: vet-sql
+vet-sql: ## sqlc vet against VET_DATABASE_URL (needs representative rows; TestSqlcVet does this in CI)
+	$(TOOL) sqlc vet
+
+.PHONY: build
+build: ## Build the taskq command into bin/
+	$(GO) build -o bin/taskq ./cmd/taskq
 
 .PHONY: test/short
 test/short: ## Only the Go tests, without the race detector

@@ -14,6 +14,7 @@ import (
 
 	"github.com/blue-banded-bee/taskq/internal/gensql"
 	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/internal/worker"
 )
 
 // drain runs workers goroutines that claim batch tasks at a time and finish
@@ -321,6 +322,81 @@ func BenchmarkGeneratedVsRaw(b *testing.B) {
 			b.ReportMetric(genRate, "generated_tasks/s")
 			b.ReportMetric(rawRate, "raw_tasks/s")
 			b.ReportMetric(genRate/rawRate, "generated/raw")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkClaimLatencyByQueueSize measures single-task claim latency with
+// 10,000, 100,000 and 1,000,000 pending tasks (one job of 32 shards, with
+// statistics), 8 workers claiming one task at a time and one completer
+// writing outcomes in batches, as the worker pool runs: the claim reads a
+// shard's first index entries, so its latency should not grow with the
+// queue.
+func BenchmarkClaimLatencyByQueueSize(b *testing.B) {
+	for _, pending := range []int{10_000, 100_000, 1_000_000} {
+		b.Run(fmt.Sprintf("pending=%d", pending), func(b *testing.B) {
+			f := setupConns(b, tasks.Config{Now: time.Now}, 10)
+			ctx := context.Background()
+			if _, err := f.pool.Exec(ctx, fmt.Sprintf(`
+				INSERT INTO domains (name) VALUES ('big.example');
+				INSERT INTO jobs (id, domain_id, concurrency, status) VALUES ('big', 1, 100000, 'running');
+				INSERT INTO pages (domain_id, path) SELECT 1, '/p' || g FROM generate_series(1, %[1]d) g;
+				INSERT INTO tasks (job_id, page_id, path, priority_score, shard)
+				SELECT 'big', id, path, random(), id %% 32 FROM pages;
+				UPDATE jobs SET total_tasks = %[1]d WHERE id = 'big';
+				VACUUM ANALYZE;`, pending)); err != nil {
+				b.Fatal(err)
+			}
+			claims := max(b.N, 3000)
+			latency := &worker.Histogram{}
+			outcomes := make(chan tasks.Outcome, 1000)
+			var wg sync.WaitGroup
+			var left atomic.Int64
+			left.Store(int64(claims))
+			b.ResetTimer()
+			for w := range 8 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for left.Add(-1) >= 0 {
+						start := time.Now()
+						task, err := f.queue.ClaimOne(ctx, fmt.Sprintf("w%d", w))
+						latency.Record(time.Since(start))
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						outcomes <- tasks.Outcome{Task: *task, Result: okResult()}
+					}
+				}()
+			}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				var batch []tasks.Outcome
+				for o := range outcomes {
+					batch = append(batch, o)
+					if len(batch) == 200 {
+						if _, err := f.queue.Finish(ctx, batch); err != nil {
+							b.Error(err)
+						}
+						batch = batch[:0]
+					}
+				}
+				if len(batch) > 0 {
+					if _, err := f.queue.Finish(ctx, batch); err != nil {
+						b.Error(err)
+					}
+				}
+			}()
+			wg.Wait()
+			close(outcomes)
+			<-done
+			b.StopTimer()
+			s := latency.Summary()
+			b.ReportMetric(float64(s.P50.Microseconds())/1000, "p50_ms")
+			b.ReportMetric(float64(s.P99.Microseconds())/1000, "p99_ms")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

@@ -4,6 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -230,4 +234,71 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestSqlcVet runs `sqlc vet` (sqlc.yaml's rules) against a database holding
+// a queue of 100,000 tasks and 150,000 finished ones with statistics: every
+// query must prepare, and none may scan tasks or pages sequentially. A query
+// that does scan is then added in a copy of the configuration, and vet must
+// reject it, so the rule is known to bite.
+func TestSqlcVet(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("seeds 250,000 tasks and builds sqlc")
+	}
+	url := pgtest.URL(t, migrate.VersionLatest)
+	seedLargeQueue(t, pgtest.Pool(t, url, 2), 100_000)
+	root := repoRoot(t)
+	// The built sqlc binary (go tool -n prints its path), to run it outside
+	// the module too.
+	which := exec.Command("go", "tool", "-n", "-modfile=tools/go.mod", "sqlc")
+	which.Dir = root
+	bin, err := which.Output()
+	if err != nil {
+		t.Fatalf("go tool -n sqlc: %v", err)
+	}
+	vet := func(dir, config string) (string, error) {
+		cmd := exec.Command(strings.TrimSpace(string(bin)), "vet", "-f", config)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "VET_DATABASE_URL="+url)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := vet(root, "sqlc.yaml"); err != nil {
+		t.Fatalf("sqlc vet: %v\n%s", err, out)
+	}
+
+	dir := t.TempDir()
+	config, err := os.ReadFile(filepath.Join(root, "sqlc.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema, err := filepath.Rel(dir, filepath.Join(root, "sql", "schema")) // sqlc wants a relative path
+	if err != nil {
+		t.Fatal(err)
+	}
+	config = []byte(strings.NewReplacer(
+		"schema: sql/schema", "schema: "+schema,
+		"queries: sql/queries", "queries: queries",
+	).Replace(string(config)))
+	if err := os.WriteFile(filepath.Join(dir, "sqlc.yaml"), config, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "queries"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	scan := "-- name: TasksByPath :many\nSELECT id FROM tasks WHERE path = sqlc.arg(path)::text;\n"
+	if err := os.WriteFile(filepath.Join(dir, "queries", "scan.sql"), []byte(scan), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := vet(dir, "sqlc.yaml")
+	if err == nil || !strings.Contains(out, "no-seq-scan-on-large-tables") {
+		t.Fatalf("sqlc vet passed a query that scans tasks: %v\n%s", err, out)
+	}
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
 }
