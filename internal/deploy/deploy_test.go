@@ -252,7 +252,9 @@ func TestGoRunnerAndScriptTakeTurns(t *testing.T) {
 		tx := holdTasks(t, connect(t, url))
 
 		runnerDone := make(chan error, 1)
-		go func() { runnerDone <- migrate.Runner{URL: url}.Up(ctx) }()
+		// The runner must wait behind the held lock for as long as the test
+		// needs, so its own lock_timeout is turned off here.
+		go func() { runnerDone <- migrate.Runner{URL: url, LockTimeout: -1}.Up(ctx) }()
 		waitFor(t, "the runner holding the migration lock", func() bool { return lockHolder(t, conn) != "" })
 		deploy := startDeploy(t, url, nil)
 		waitFor(t, "the script waiting for the lock", func() bool { return strings.Contains(deploy.output(), waitingMessage) })
