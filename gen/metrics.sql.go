@@ -171,6 +171,7 @@ CROSS JOIN LATERAL (
     WHERE t.job_id = j.id
       AND t.status IN ('completed', 'failed', 'skipped')
       AND t.completed_at > now() - $1::integer * interval '1 second'
+    OFFSET 0
 ) t
 WHERE j.completed_at IS NULL
    OR j.completed_at > now() - $1::integer * interval '1 second'
@@ -185,8 +186,9 @@ type TaskThroughputPerMinuteRow struct {
 
 // The plan's throughput query: tasks finished per minute over a recent window.
 // Reaches tasks through idx_tasks_job_id_status, one index scan per job that
-// is still going or finished within the window (LATERAL keeps it per job in
-// any plan), instead of scanning every task ever.
+// is still going or finished within the window, instead of scanning every
+// task ever. OFFSET 0 keeps the LATERAL subquery from being pulled up into a
+// join, which a generic plan turned into a sequential scan of tasks.
 func (q *Queries) TaskThroughputPerMinute(ctx context.Context, db DBTX, windowSeconds int32) ([]TaskThroughputPerMinuteRow, error) {
 	rows, err := db.Query(ctx, taskThroughputPerMinute, windowSeconds)
 	if err != nil {

@@ -87,7 +87,7 @@ func TestConcurrentClaimersExactlyOnce(t *testing.T) {
 			}
 			rows.Close()
 			snapshots.Add(1)
-			time.Sleep(2 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond)
 		}
 	}()
 
@@ -143,10 +143,10 @@ func TestConcurrentClaimersExactlyOnce(t *testing.T) {
 	go func() { wg.Wait(); close(done) }()
 	select {
 	case <-done:
-	case <-time.After(5 * time.Minute):
+	case <-time.After(20 * time.Minute): // a hang guard, not a timing check
 		stop()
 		<-done
-		t.Fatalf("workers finished %d of %d tasks in 5 minutes", finished.Load(), total)
+		t.Fatalf("workers finished %d of %d tasks in 20 minutes", finished.Load(), total)
 	}
 	stop()
 	<-monitorDone
