@@ -64,7 +64,7 @@ func TestWorkerPoolPollsThroughPooler(t *testing.T) {
 				t.Errorf("the pool logged warnings through pgbouncer:\n%s", logs.String())
 			}
 			if _, err := d.Queue().Maintain(ctx); err != nil {
-				t.Fatal(err)
+				t.Fatalf("Maintain after the pool stopped: %v\npgbouncer log:\n%s", err, f.bouncer.Log())
 			}
 			j, err := d.GetJob(ctx, id)
 			if err != nil {

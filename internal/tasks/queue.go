@@ -106,8 +106,51 @@ func ConfigurePool(cfg *pgxpool.Config) {
 // closed if the server does not answer within 5 s.
 func CancelOnContextEnd(cfg *pgxpool.Config) {
 	cfg.ConnConfig.BuildContextWatcherHandler = func(c *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.CancelRequestContextWatcherHandler{Conn: c, DeadlineDelay: 5 * time.Second}
+		return &cancelHandler{conn: c, deadlineDelay: 5 * time.Second}
 	}
+}
+
+// cancelHandler is pgconn.CancelRequestContextWatcherHandler except that a
+// cancel request, once begun, runs to its end: until the server closes the
+// cancel socket or the connection's deadline passes. pgx's handler hangs up
+// the cancel socket as soon as the statement returns, which PgBouncer 1.18
+// (Debian 12's) does not survive: it exits with "disconnect_client(): bad
+// client state: 0" (pgbouncer/pgbouncer#801, fixed by #846), taking every
+// client with it. Waiting also keeps a late cancel off the connection's next
+// statement.
+type cancelHandler struct {
+	conn          *pgconn.PgConn
+	deadlineDelay time.Duration
+
+	unwatched chan struct{} // closed by HandleUnwatchAfterCancel
+	finished  chan struct{} // closed when the cancel request is over
+}
+
+func (h *cancelHandler) HandleCancel(context.Context) {
+	h.unwatched, h.finished = make(chan struct{}), make(chan struct{})
+	deadline := time.Now().Add(h.deadlineDelay)
+	_ = h.conn.Conn().SetDeadline(deadline)
+	go func() {
+		defer close(h.finished)
+		select {
+		case <-h.unwatched: // the statement ended first: nothing to cancel
+			return
+		default:
+		}
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+		_ = h.conn.CancelRequest(ctx)
+		// The server has the request, but the backend may not have acted on
+		// it yet; as pgx does, give it a moment before the connection is
+		// used again, so that the cancel cannot hit the next statement.
+		time.Sleep(100 * time.Millisecond)
+	}()
+}
+
+func (h *cancelHandler) HandleUnwatchAfterCancel() {
+	close(h.unwatched)
+	<-h.finished
+	_ = h.conn.Conn().SetDeadline(time.Time{})
 }
 
 // Queue is the task queue on one database. It is safe for concurrent use.
