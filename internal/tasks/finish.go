@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,8 +44,10 @@ type FinishReport struct {
 	// and they were rescued, or they were finished already): nothing was
 	// written for them.
 	Lost []string
-	// Busy lists outcomes not written because another transaction had the
-	// task locked at that instant; write them again.
+	// Busy lists outcomes not written because another transaction (a
+	// claimer passing over the row) held the task locked each time Finish
+	// tried, until ctx ended; write them again. Finish retries such
+	// outcomes itself, so Busy is empty unless ctx ended.
 	Busy []Outcome
 	// Jobs are the jobs of the tasks recorded.
 	Jobs []string
@@ -66,31 +70,65 @@ func (q *Queue) Fail(ctx context.Context, t Task, cause error, permanent bool) e
 }
 
 func (q *Queue) finishOne(ctx context.Context, t Task, r Result) error {
-	for attempt := 0; ; attempt++ {
-		rep, err := q.Finish(ctx, []Outcome{{Task: t, Result: r}})
-		if err != nil {
-			return err
-		}
-		if len(rep.Lost) > 0 {
-			return fmt.Errorf("finish task %s (attempt %d) for %s: %w", t.ID, t.Attempt, t.WorkerID, ErrLeaseLost)
-		}
-		if len(rep.Busy) == 0 {
-			return nil
-		}
-		// Locked for an instant by a claimer passing over it.
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Duration(1+attempt) * time.Millisecond):
-		}
+	rep, err := q.Finish(ctx, []Outcome{{Task: t, Result: r}})
+	switch {
+	case err != nil:
+		return err
+	case len(rep.Lost) > 0:
+		return fmt.Errorf("finish task %s (attempt %d) for %s: %w", t.ID, t.Attempt, t.WorkerID, ErrLeaseLost)
+	case len(rep.Busy) > 0:
+		return fmt.Errorf("finish task %s: still locked by another transaction: %w", t.ID, context.Cause(ctx))
 	}
+	return nil
 }
 
 // Finish records many outcomes in one statement: successes, and failures
 // that are retried or final. Only tasks still held by the same claim change;
 // the others are reported in FinishReport.Lost and nothing is written for
-// them.
+// them. A task that a claimer has locked for an instant is written again
+// after a short pause, until ctx ends (see FinishReport.Busy).
 func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, error) {
+	var total FinishReport
+	for attempt := 1; ; attempt++ {
+		rep, err := q.finish(ctx, outcomes)
+		if err != nil {
+			if attempt == 1 {
+				return FinishReport{}, err
+			}
+			// Earlier rounds were written: report them with what is left.
+			total.Busy = outcomes
+			return total, err
+		}
+		total.Completed += rep.Completed
+		total.Retried += rep.Retried
+		total.Failed += rep.Failed
+		total.Lost = append(total.Lost, rep.Lost...)
+		total.Jobs = appendNew(total.Jobs, rep.Jobs)
+		outcomes = rep.Busy
+		if len(outcomes) == 0 {
+			return total, nil
+		}
+		select {
+		case <-ctx.Done():
+			total.Busy = outcomes
+			return total, nil
+		case <-time.After(time.Duration(attempt) * time.Millisecond):
+		}
+	}
+}
+
+// appendNew appends the elements of add not already in to.
+func appendNew(to, add []string) []string {
+	for _, s := range add {
+		if !slices.Contains(to, s) {
+			to = append(to, s)
+		}
+	}
+	return to
+}
+
+// finish is one TaskFinishMany round; busy outcomes are in the report.
+func (q *Queue) finish(ctx context.Context, outcomes []Outcome) (FinishReport, error) {
 	if err := checkBatch("outcomes", len(outcomes)); err != nil {
 		return FinishReport{}, err
 	}
@@ -220,12 +258,17 @@ func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
 // refuses the \u0000 escape that a NUL in a header would become.
 func sanitizeHeaders(h http.Header) http.Header {
 	out := make(http.Header, len(h))
-	for k, vs := range h {
-		clean := make([]string, len(vs))
-		for i, v := range vs {
-			clean[i] = sanitize(v)
+	// Names that differ only in bytes sanitize replaces ("X-A\x00" and
+	// "X-A\xff") become one name holding the values of all of them, in the
+	// order of the names as sent, so that no value is dropped.
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		name := sanitize(k)
+		for _, v := range h[k] {
+			out[name] = append(out[name], sanitize(v))
 		}
-		out[sanitize(k)] = clean
+		if _, ok := out[name]; !ok {
+			out[name] = []string{}
+		}
 	}
 	return out
 }

@@ -549,3 +549,57 @@ func TestBackoffStaysCappedAfterManyRetries(t *testing.T) {
 	}
 	checkProgress(t, f, job.ID, tasks.Progress{Total: 1, Failed: 1, Percent: 100})
 }
+
+// TestFinishWritesThroughAMomentaryLock: a claimer scanning for pending
+// tasks can hold a running task's row locked for an instant. Finish waits
+// that out and writes the outcome; only if the lock outlasts ctx does it
+// hand the outcome back in FinishReport.Busy, with nothing written.
+func TestFinishWritesThroughAMomentaryLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, tasks.JobSpec{Concurrency: 2}, 2)
+	first, second := claimOne(t, f, "w1"), claimOne(t, f, "w1")
+
+	lock := func(id string) pgx.Tx {
+		tx, err := f.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM tasks WHERE id = $1 FOR NO KEY UPDATE", id); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(ctx) })
+		return tx
+	}
+
+	// Held until ctx ends: handed back, nothing written.
+	tx := lock(first.ID)
+	before := snapshot(t, f)
+	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	rep, err := f.queue.Finish(sctx, []tasks.Outcome{{Task: first, Result: okResult()}})
+	cancel()
+	if err != nil || len(rep.Busy) != 1 || rep.Busy[0].Task.ID != first.ID || rep.Completed != 0 {
+		t.Fatalf("Finish while the row stays locked = %+v, %v; want the outcome back in Busy", rep, err)
+	}
+	if diff := cmp.Diff(before, snapshot(t, f)); diff != "" {
+		t.Fatalf("a busy outcome changed the database (-before +after):\n%s", diff)
+	}
+	if err := f.queue.Complete(sctx, first, okResult()); err == nil {
+		t.Fatal("Complete with an ended context while the row is locked succeeded")
+	}
+
+	// Released while Finish waits: both outcomes written in one call.
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		time.Sleep(20 * time.Millisecond)
+		_ = tx.Rollback(ctx)
+	}()
+	rep, err = f.queue.Finish(ctx, []tasks.Outcome{{Task: first, Result: okResult()}, {Task: second, Result: okResult()}})
+	<-released
+	if err != nil || rep.Completed != 2 || len(rep.Busy) != 0 || len(rep.Lost) != 0 || !cmp.Equal(rep.Jobs, []string{job.ID}) {
+		t.Fatalf("Finish through a lock released meanwhile = %+v, %v; want 2 completed", rep, err)
+	}
+	checkProgress(t, f, job.ID, tasks.Progress{Total: 2, Completed: 2, Percent: 100})
+}

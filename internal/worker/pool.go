@@ -445,7 +445,7 @@ func (p *Pool) flush(batch []outcome) {
 		})
 		// Finishing frees concurrency that claimers may be waiting for.
 		p.waker.Wake()
-		// Tasks another transaction had locked for an instant: write again.
+		// Tasks still locked by claimers when the attempt timed out: again.
 		outcomes = busy
 		if len(busy) > 0 {
 			time.Sleep(time.Duration(attempt) * time.Millisecond)
