@@ -20,6 +20,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrJobNotFound: no job has that id.
 	ErrJobNotFound = errors.New("unknown job")
+	// ErrJobExists: CreateJob was given the id of a job that exists.
+	// Nothing was written.
+	ErrJobExists = errors.New("job exists already")
 	// ErrInvalidTransition: the job or task is not in a status that allows
 	// the change (resume a job that is not paused, enqueue into a finished
 	// job, ...).
@@ -27,8 +30,9 @@ var (
 	// ErrLeaseLost: the worker no longer holds the task: its lease expired
 	// and it was rescued, or it was finished already. Nothing was written.
 	ErrLeaseLost = errors.New("lease lost")
-	// ErrInvalidArgument: the call's input was refused before anything was
-	// sent to the database. The error is an *ArgumentError.
+	// ErrInvalidArgument: the call's input was refused, before anything was
+	// sent to the database or by one of its constraints (a user that does
+	// not exist, say); nothing was written. The error is an *ArgumentError.
 	ErrInvalidArgument = errors.New("invalid argument")
 	// ErrUnavailable: the database could not be reached, the connection was
 	// lost, or no pooled connection became free in time.
@@ -60,8 +64,8 @@ func invalid(arg, reason string, a ...any) error {
 }
 
 // interpretError turns driver errors into the queue's sentinels, keeping the
-// driver error in the chain for logs. It is the only place that looks at
-// driver error types or SQLSTATE codes.
+// driver error in the chain for logs. It and refusedJob are the only places
+// that look at driver error types, SQLSTATE codes or constraint names.
 func interpretError(err error) error {
 	if err == nil {
 		return nil
@@ -100,6 +104,23 @@ func interpretError(err error) error {
 	case errors.As(err, &connectErr), errors.As(err, &netErr), pgconn.SafeToRetry(err),
 		errors.Is(err, net.ErrClosed):
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// refusedJob turns the constraints a new job can break into typed errors.
+func refusedJob(err error, spec JobSpec) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch pgErr.ConstraintName {
+	case "jobs_pkey":
+		return fmt.Errorf("%w: %q", ErrJobExists, spec.ID)
+	case "jobs_user_id_fkey":
+		return invalid("spec.UserID", "no user %s", spec.UserID)
+	case "jobs_organisation_id_fkey":
+		return invalid("spec.OrganisationID", "no organisation %s", spec.OrganisationID)
 	}
 	return err
 }

@@ -111,7 +111,8 @@ func (q *Queue) CreateJob(ctx context.Context, spec JobSpec) (Job, error) {
 		return Job{}, invalid("spec.MaxRetries", "%d, want 0 to 1000", spec.MaxRetries)
 	}
 	var row gen.Job
-	err := q.run(ctx, func(db gen.DBTX) error {
+	// One transaction: a job the database refuses leaves no domain behind.
+	err := q.tx(ctx, func(db pgx.Tx) error {
 		domainID, err := q.q.DomainUpsert(ctx, db, spec.Domain)
 		if err != nil {
 			return err
@@ -132,7 +133,7 @@ func (q *Queue) CreateJob(ctx context.Context, spec JobSpec) (Job, error) {
 		return err
 	})
 	if err != nil {
-		return Job{}, fmt.Errorf("create job for %s: %w", spec.Domain, err)
+		return Job{}, fmt.Errorf("create job for %s: %w", spec.Domain, refusedJob(err, spec))
 	}
 	return q.Job(ctx, row.ID)
 }
