@@ -24,6 +24,10 @@ import (
 	"github.com/blue-banded-bee/taskq/internal/worker"
 )
 
+// maxWorkers bounds --workers: each worker is a goroutine with a pooled
+// connection, and PostgreSQL's max_connections is far below this anyway.
+const maxWorkers = 10_000
+
 // resolveDatabase returns the URL to use: the given one, or the "taskq"
 // database on the local (or throwaway) server, created if missing.
 func resolveDatabase(ctx context.Context, given string, stderr io.Writer) (string, error) {
@@ -88,6 +92,14 @@ are dropped first so their migration builds them again.`, stderr)
 	if fs.NArg() == 1 {
 		action = fs.Arg(0)
 	}
+	switch action {
+	case "up", "down", "status":
+	default:
+		return usageError{fmt.Sprintf("unknown migrate action %q: want up, down or status", action)}
+	}
+	if _, err := migrate.Files(*target); err != nil {
+		return usageError{fmt.Sprintf("--target %s", err)}
+	}
 	u, err := resolveDatabase(ctx, *dbURL, stderr)
 	if err != nil {
 		return err
@@ -112,9 +124,8 @@ are dropped first so their migration builds them again.`, stderr)
 			fmt.Fprintf(stdout, "%s %s\n", mark, m.File)
 		}
 		fmt.Fprintf(stdout, "\n%d applied, %d pending\n", len(ms)-pending, pending)
-		return nil
 	}
-	return usageError{fmt.Sprintf("unknown migrate action %q: want up, down or status", action)}
+	return nil
 }
 
 func workCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -140,11 +151,19 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *workers < 1 || *batch < 1 {
-		return usageError{"--workers and --claim-batch must be at least 1"}
-	}
-	if *lease < time.Second || *poll <= 0 || *delay < 0 || *shutdown < 0 {
-		return usageError{"--lease must be at least 1s, --poll positive, --delay and --shutdown-timeout not negative"}
+	switch {
+	case *workers < 1 || *workers > maxWorkers:
+		return usageError{fmt.Sprintf("--workers must be 1 to %d", maxWorkers)}
+	case *batch < 1 || *batch > tasks.MaxBatch:
+		return usageError{fmt.Sprintf("--claim-batch must be 1 to %d", tasks.MaxBatch)}
+	case *lease < time.Second:
+		return usageError{"--lease must be at least 1s"}
+	case *poll <= 0 || *shutdown <= 0:
+		return usageError{"--poll and --shutdown-timeout must be positive"}
+	case *delay < 0:
+		return usageError{"--delay must not be negative"}
+	case *delay != 0 && !*simulate:
+		return usageError{"--delay is the simulated fetch's: give --simulate too"}
 	}
 	u, err := resolveDatabase(ctx, *dbURL, stderr)
 	if err != nil {
@@ -224,8 +243,17 @@ afterwards unless --keep.`, stderr)
 		}
 		ms = append(ms, m)
 	}
-	if *n < 1 || *jobs < 1 || *workers < 1 || *batch < 1 || *concurrency < 1 {
+	switch {
+	case *n < 1 || *jobs < 1 || *workers < 1 || *batch < 1 || *concurrency < 1:
 		return usageError{"--tasks, --jobs, --workers, --batch and --concurrency must be at least 1"}
+	case *workers > maxWorkers:
+		return usageError{fmt.Sprintf("--workers must be at most %d", maxWorkers)}
+	case *batch > tasks.MaxBatch:
+		return usageError{fmt.Sprintf("--batch must be at most %d", tasks.MaxBatch)}
+	case *delay < 0 || *dashboards < 0:
+		return usageError{"--delay and --dashboard-samples must not be negative"}
+	case *maxDuration <= 0:
+		return usageError{"--max-duration must be positive"}
 	}
 	server := *dbURL
 	if server == "" {
@@ -299,6 +327,9 @@ the queue depth of unfinished jobs by status.`, stderr)
 	window := fs.Duration("window", 15*time.Minute, "throughput window")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *window <= 0 || *window > 30*24*time.Hour {
+		return usageError{"--window must be positive and at most 720h"}
 	}
 	u, err := resolveDatabase(ctx, *dbURL, stderr)
 	if err != nil {
