@@ -38,6 +38,7 @@ var (
 	ErrNoTasksAvailable  = tasks.ErrNoTasksAvailable
 	ErrNotFound          = tasks.ErrNotFound
 	ErrJobNotFound       = tasks.ErrJobNotFound
+	ErrJobExists         = tasks.ErrJobExists
 	ErrInvalidTransition = tasks.ErrInvalidTransition
 	ErrLeaseLost         = tasks.ErrLeaseLost
 	ErrInvalidArgument   = tasks.ErrInvalidArgument
@@ -219,7 +220,9 @@ func (db *DB) ExtendLease(ctx context.Context, task *Task) error {
 	return nil
 }
 
-// CreateJob creates a job; add its pages with EnqueuePages.
+// CreateJob creates a job; add its pages with EnqueuePages. A taken
+// JobOptions.ID fails with ErrJobExists, an unknown user or organisation
+// with ErrInvalidArgument; nothing is written then.
 func (db *DB) CreateJob(ctx context.Context, opts JobOptions) (*Job, error) {
 	job, err := db.queue.CreateJob(ctx, opts)
 	if err != nil {
