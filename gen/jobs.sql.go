@@ -419,7 +419,9 @@ WITH job AS (
         status,
         max_pages,
         total_tasks - skipped_tasks AS admitted,
-        (SELECT count(*) FROM job_shards s WHERE s.job_id = jobs.id)::integer AS shards
+        -- What jobs_sync_shards keeps, not the rows there now: a completed
+        -- job being reopened has none until this statement makes it running.
+        job_shard_count(concurrency) AS shards
     FROM jobs
     WHERE id = $1::text
     FOR UPDATE

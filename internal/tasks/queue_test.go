@@ -296,6 +296,43 @@ func TestEnqueueReopensCompletedJob(t *testing.T) {
 	}
 }
 
+// TestReopenedJobDealsToEveryShard: the batch that reopens a completed job
+// (whose shards maintenance removed) is dealt over all of the shards the job
+// gets back, not piled on shard 0.
+func TestReopenedJobDealsToEveryShard(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, tasks.JobSpec{Concurrency: 8}, 1)
+	if err := f.queue.Complete(ctx, claimOne(t, f, "w"), okResult()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.queue.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var shards int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM job_shards WHERE job_id = $1", job.ID).Scan(&shards); err != nil || shards != 0 {
+		t.Fatalf("setup: completed job has %d shards (%v), want 0", shards, err)
+	}
+
+	more := make([]tasks.Page, 8)
+	for i := range more {
+		more[i] = tasks.Page{Path: fmt.Sprintf("/later-%d", i), Priority: float64(i)}
+	}
+	if res, err := f.queue.Enqueue(ctx, job.ID, more); err != nil || res.Pending != 8 {
+		t.Fatalf("Enqueue into the completed job = %+v, %v; want 8 pending", res, err)
+	}
+	perShard := map[int16]int{}
+	for _, q := range queuedTasks(t, f, job.ID) {
+		if q.Status == tasks.TaskPending {
+			perShard[q.Shard]++
+		}
+	}
+	if diff := cmp.Diff(map[int16]int{0: 4, 1: 4}, perShard); diff != "" {
+		t.Errorf("pending tasks per shard of the reopened job (-want +got):\n%s", diff)
+	}
+}
+
 // TestLoweringConcurrencyStrandsNoTask: cutting a job's concurrency takes
 // shards away; a task running on one of them that later fails and is retried
 // comes back on a removed shard, and maintenance deals it to a live one.
