@@ -86,7 +86,9 @@ func (q *Queue) finishOne(ctx context.Context, t Task, r Result) error {
 // that are retried or final. Only tasks still held by the same claim change;
 // the others are reported in FinishReport.Lost and nothing is written for
 // them. A task that a claimer has locked for an instant is written again
-// after a short pause, until ctx ends (see FinishReport.Busy).
+// after a short pause, until ctx ends (see FinishReport.Busy). Should such a
+// later round fail, Finish returns the error with a report of what earlier
+// rounds wrote, the outcomes still to write in Busy.
 func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, error) {
 	var total FinishReport
 	for attempt := 1; ; attempt++ {

@@ -573,13 +573,18 @@ func TestFinishWritesThroughAMomentaryLock(t *testing.T) {
 		return tx
 	}
 
-	// Held until ctx ends: handed back, nothing written.
+	// Held until ctx ends: handed back, nothing written. (Should ctx end
+	// during a statement rather than between two, as on a loaded machine,
+	// the statement is cancelled instead: ctx's error, nothing written.)
 	tx := lock(first.ID)
 	before := snapshot(t, f)
-	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	rep, err := f.queue.Finish(sctx, []tasks.Outcome{{Task: first, Result: okResult()}})
 	cancel()
-	if err != nil || len(rep.Busy) != 1 || rep.Busy[0].Task.ID != first.ID || rep.Completed != 0 {
+	switch {
+	case err != nil && errors.Is(err, context.DeadlineExceeded) && rep.Completed == 0 && len(rep.Busy) == 0:
+		t.Logf("ctx ended during a statement: %v", err)
+	case err != nil || len(rep.Busy) != 1 || rep.Busy[0].Task.ID != first.ID || rep.Completed != 0:
 		t.Fatalf("Finish while the row stays locked = %+v, %v; want the outcome back in Busy", rep, err)
 	}
 	if diff := cmp.Diff(before, snapshot(t, f)); diff != "" {

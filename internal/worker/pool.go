@@ -434,6 +434,12 @@ func (p *Pool) flush(batch []outcome) {
 		var busy []tasks.Outcome
 		p.retry("finish", func(ctx context.Context) error {
 			rep, err := p.q.Finish(ctx, outcomes)
+			if err != nil && len(rep.Busy) > 0 {
+				// Some rounds were written before the error: the next
+				// attempt writes only the rest.
+				p.stats.finished(rep)
+				outcomes = rep.Busy
+			}
 			if err == nil {
 				p.stats.finished(rep)
 				busy = rep.Busy
