@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -430,9 +431,15 @@ type deployRun struct {
 
 // startDeploy runs scripts/deploy against url with extra environment
 // variables. Its output goes to a file, not a pipe, so that waiting for it
-// does not wait for processes it leaves behind.
+// does not wait for processes it leaves behind. Unless env sets DBMATE, the
+// script gets the pinned dbmate built beforehand: building it is no part of
+// what a test times (on a cold build cache, under the race detector's load,
+// it took longer than the whole deploy is given).
 func startDeploy(t *testing.T, url string, env []string, args ...string) *deployRun {
 	t.Helper()
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "DBMATE=") }) {
+		env = append(env, "DBMATE="+pinnedDbmate(t))
+	}
 	root := repoRoot(t)
 	dir := t.TempDir()
 	out, err := os.CreateTemp(dir, "deploy-*.log")
