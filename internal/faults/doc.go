@@ -11,9 +11,8 @@
 // attempts accounted for, and job progress is exact.
 //
 // The worker binaries are built once per test run: cmd/taskq ("taskq work
-// --simulate"), and faultworker, a test-only worker with a configurable
-// lease (the taskq command has no --lease) that records each handler run in
-// the test's database.
+// --simulate"), and faultworker, a test-only worker that also records each
+// handler run, with its start and end, in the test's database.
 //
 // The three multi-process tests each run on a private PostgreSQL cluster
 // (package pgcluster): the restart test because the shared server must never

@@ -85,7 +85,7 @@ func interpretError(err error) error {
 			// exceptions, too_many_connections
 			return fmt.Errorf("%w: %w", ErrUnavailable, err)
 		case "22P05", "22021": // untranslatable_character, character_not_in_repertoire
-			return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+			return fmt.Errorf("%w: %w", &ArgumentError{Arg: "text", Reason: "not storable in the database's encoding"}, err)
 		}
 		// A FATAL connection exception ends the session: a pooler that is
 		// full (PgBouncer's query_wait_timeout, max_client_conn: 08P01)
