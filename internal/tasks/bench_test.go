@@ -135,7 +135,7 @@ func drainSingleClaims(tb testing.TB, f fixture, workers, flushBatch, total int)
 func BenchmarkClaimOneFinishBatched(b *testing.B) {
 	for _, c := range []struct{ workers, jobs int }{{8, 1}, {16, 1}, {32, 1}, {16, 6}} {
 		b.Run(fmt.Sprintf("workers=%d/jobs=%d", c.workers, c.jobs), func(b *testing.B) {
-			total := max(b.N, 5000)
+			total := max(b.N, 20_000)
 			f := setupConns(b, tasks.Config{Now: time.Now}, int32(c.workers+2))
 			per := total / c.jobs
 			for j := range c.jobs {
