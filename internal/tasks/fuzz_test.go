@@ -252,24 +252,7 @@ func newJobFixture(tb testing.TB) jobFixture {
 	tb.Helper()
 	ctx := context.Background()
 	f := setup(tb, tasks.Config{})
-	// Built in this order so that the one claimable job at each claim is
-	// the one meant (as newInputFixture).
-	f.job(tb, tasks.JobSpec{ID: completedJob, Concurrency: 1}, 1)
-	if err := f.queue.Complete(ctx, claimOne(tb, f, "w0"), okResult()); err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := f.queue.Maintain(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	f.job(tb, tasks.JobSpec{ID: cancelledJob, Domain: "cancelled.example"}, 2)
-	if err := f.queue.CancelJob(ctx, cancelledJob); err != nil {
-		tb.Fatal(err)
-	}
-	f.job(tb, tasks.JobSpec{ID: pausedJob, Domain: "paused.example", MaxPages: 3}, 2)
-	if err := f.queue.PauseJob(ctx, pausedJob); err != nil {
-		tb.Fatal(err)
-	}
-	f.job(tb, tasks.JobSpec{ID: pendingJob, Domain: "pending.example"}, 0)
+	jobsInEveryStatus(tb, f, 3)
 	// No call fails a job; the application may.
 	f.job(tb, tasks.JobSpec{ID: failedJob, Domain: "failed.example"}, 0)
 	if _, err := f.pool.Exec(ctx, "UPDATE jobs SET status = 'failed' WHERE id = $1", failedJob); err != nil {

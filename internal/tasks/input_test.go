@@ -99,30 +99,36 @@ const (
 	completedJob = "job-completed"
 )
 
+// jobsInEveryStatus adds to f a completed, a cancelled, a paused (with
+// pausedMaxPages) and a pending job, built in this order so that the one
+// claimable job at each claim is the one meant.
+func jobsInEveryStatus(tb testing.TB, f fixture, pausedMaxPages int) {
+	tb.Helper()
+	ctx := context.Background()
+	f.job(tb, tasks.JobSpec{ID: completedJob, Concurrency: 1}, 1)
+	if err := f.queue.Complete(ctx, claimOne(tb, f, "w0"), okResult()); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := f.queue.Maintain(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	f.job(tb, tasks.JobSpec{ID: cancelledJob, Domain: "cancelled.example"}, 2)
+	if err := f.queue.CancelJob(ctx, cancelledJob); err != nil {
+		tb.Fatal(err)
+	}
+	f.job(tb, tasks.JobSpec{ID: pausedJob, Domain: "paused.example", MaxPages: pausedMaxPages}, 2)
+	if err := f.queue.PauseJob(ctx, pausedJob); err != nil {
+		tb.Fatal(err)
+	}
+	f.job(tb, tasks.JobSpec{ID: pendingJob, Domain: "pending.example"}, 0)
+}
+
 func newInputFixture(t *testing.T) inputFixture {
 	t.Helper()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
 
-	// Built in this order so that the one claimable job at each claim is
-	// the one meant.
-	f.job(t, tasks.JobSpec{ID: completedJob, Concurrency: 1}, 1)
-	done := claimOne(t, f, "w0")
-	if err := f.queue.Complete(ctx, done, okResult()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.queue.Maintain(ctx); err != nil {
-		t.Fatal(err)
-	}
-	f.job(t, tasks.JobSpec{ID: cancelledJob, Domain: "cancelled.example"}, 2)
-	if err := f.queue.CancelJob(ctx, cancelledJob); err != nil {
-		t.Fatal(err)
-	}
-	f.job(t, tasks.JobSpec{ID: pausedJob, Domain: "paused.example"}, 2)
-	if err := f.queue.PauseJob(ctx, pausedJob); err != nil {
-		t.Fatal(err)
-	}
-	f.job(t, tasks.JobSpec{ID: pendingJob, Domain: "pending.example"}, 0)
+	jobsInEveryStatus(t, f, 0)
 	f.job(t, tasks.JobSpec{ID: runningJob, Concurrency: 2}, 3)
 	held := claimOne(t, f, "w1")
 
