@@ -266,7 +266,7 @@ WITH input AS (
         unnest($12::text[]) AS error
 ),
 held AS (
-    SELECT t.id
+    SELECT i.id, i.worker_id, i.attempt, i.failed, i.retryable, i.status_code, i.response_time, i.cache_status, i.content_type, i.content_length, i.headers, i.error
     FROM input i
     JOIN tasks t ON t.id = i.id
     WHERE t.status::text = 'running'
@@ -300,9 +300,8 @@ finished AS (
         content_length = nullif(i.content_length, -1),
         headers = i.headers,
         error = nullif(i.error, '')
-    FROM input i, jobs j, held h
-    WHERE t.id = h.id
-      AND t.id = i.id
+    FROM held i, jobs j
+    WHERE t.id = i.id
       AND j.id = t.job_id
     RETURNING t.id, t.job_id, t.shard, t.status
 ),
@@ -339,7 +338,8 @@ UNION ALL
 SELECT i.id, t.job_id, 'busy'
 FROM input i
 JOIN tasks t ON t.id = i.id
-WHERE t.status::text = 'running'
+WHERE (SELECT count(*) FROM held) < cardinality($1::text[])
+  AND t.status::text = 'running'
   AND t.claimed_by = i.worker_id
   AND t.attempt = i.attempt
   AND NOT EXISTS (SELECT 1 FROM held h WHERE h.id = i.id)
@@ -387,8 +387,14 @@ type TaskFinishManyRow struct {
 // cannot reach tasks through idx_tasks_job_id_status instead, whose 'running'
 // rows it underestimates when the table was analysed with every task pending
 // (that plan re-ran the input for every running task: seconds per batch).
+// The input's columns come along, so that the update below joins nothing
+// but held: joining the input again, a generic plan (which takes the input
+// for 10 rows) scanned all of it once per task, and a batch cost its size
+// squared.
 // Held by the same claim in this statement's snapshot but locked by another
-// transaction: not written now; the caller tries again.
+// transaction: not written now; the caller tries again. Looked for only when
+// held is short of the input (a one-time filter): usually it is not, and the
+// anti-join, which a custom plan may run as a nested loop, is skipped.
 func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishManyParams) ([]TaskFinishManyRow, error) {
 	rows, err := db.Query(ctx, taskFinishMany,
 		arg.Ids,

@@ -17,6 +17,7 @@ import (
 	"github.com/blue-banded-bee/taskq/internal/gensql"
 	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/tasks"
 )
 
 // planNode is the part of EXPLAIN (FORMAT JSON) the checks read.
@@ -24,6 +25,9 @@ type planNode struct {
 	NodeType     string     `json:"Node Type"`
 	RelationName string     `json:"Relation Name"`
 	IndexName    string     `json:"Index Name"`
+	CTEName      string     `json:"CTE Name"`
+	ActualRows   float64    `json:"Actual Rows"`
+	ActualLoops  float64    `json:"Actual Loops"`
 	Plans        []planNode `json:"Plans"`
 }
 
@@ -39,6 +43,19 @@ func (n planNode) walk(fn func(planNode)) {
 // (plan_cache_mode = force_generic_plan, see tasks.ConfigurePool).
 func explain(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) map[string]planNode {
 	t.Helper()
+	return explainWith(t, pool, "FORMAT JSON", name, sql, args...)
+}
+
+// explainAnalyze is explain with the statement run (EXPLAIN ANALYZE), each
+// time in a transaction that is rolled back, so that both plans run against
+// the same rows.
+func explainAnalyze(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) map[string]planNode {
+	t.Helper()
+	return explainWith(t, pool, "ANALYZE, FORMAT JSON", name, sql, args...)
+}
+
+func explainWith(t *testing.T, pool *pgxpool.Pool, options, name, sql string, args ...any) map[string]planNode {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
@@ -51,7 +68,12 @@ func explain(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) ma
 			Plan planNode `json:"Plan"`
 		}
 		var raw []byte
-		if err := conn.QueryRow(ctx, query, args...).Scan(&raw); err != nil {
+		tx, err := conn.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // nothing is kept
+		if err := tx.QueryRow(ctx, query, args...).Scan(&raw); err != nil {
 			t.Fatalf("%s (%s plan): %v", name, kind, err)
 		}
 		if err := json.Unmarshal(raw, &out); err != nil {
@@ -59,7 +81,7 @@ func explain(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) ma
 		}
 		plans[kind] = out[0].Plan
 	}
-	read("custom", "EXPLAIN (FORMAT JSON) "+sql, args...)
+	read("custom", "EXPLAIN ("+options+") "+sql, args...)
 	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +95,7 @@ func explain(t *testing.T, pool *pgxpool.Pool, name, sql string, args ...any) ma
 	for i, a := range args {
 		literals[i] = literal(t, a)
 	}
-	execute := "EXPLAIN (FORMAT JSON) EXECUTE explained"
+	execute := "EXPLAIN (" + options + ") EXECUTE explained"
 	if len(args) > 0 {
 		execute += "(" + strings.Join(literals, ", ") + ")"
 	}
@@ -224,6 +246,73 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 	})
 	if !scanned {
 		t.Errorf("the old claim on the base schema should scan tasks; the check cannot tell")
+	}
+}
+
+// TestBatchStatementsScaleLinearly runs each statement that takes a batch
+// (claim, finish, release, extend) on 500 tasks with EXPLAIN ANALYZE, in the
+// generic plan the queue's sessions run and in a custom plan (pooler mode),
+// and checks that no CTE is read more than once: a CTE on the inner side of
+// a nested loop is read again for every outer row, and the statement then
+// costs its batch size squared. TaskFinishMany once did that in its generic
+// plan, and batches of 500 ran at half the rate of batches of 100.
+func TestBatchStatementsScaleLinearly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const n = 500
+	f := setupConns(t, tasks.Config{}, 2)
+	// 32 shards of n tasks each, so that one claim can take n.
+	f.job(t, tasks.JobSpec{Concurrency: 32 * n}, 32*n)
+	if _, err := f.pool.Exec(ctx, "ANALYZE"); err != nil {
+		t.Fatal(err)
+	}
+	now := f.clock.Now()
+	claimed, err := f.queue.Claim(ctx, "w", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != n {
+		t.Fatalf("claimed %d tasks, want %d", len(claimed), n)
+	}
+	var (
+		ids, workers, texts []string
+		attempts, codes     []int32
+		falses              []bool
+		lengths             []int64
+		headers             [][]byte
+	)
+	for _, c := range claimed {
+		ids = append(ids, c.ID)
+		workers = append(workers, c.WorkerID)
+		attempts = append(attempts, c.Attempt)
+		texts = append(texts, "x")
+		codes = append(codes, 200)
+		falses = append(falses, false)
+		lengths = append(lengths, 1)
+		headers = append(headers, []byte(`{"Content-Type": ["text/html"]}`))
+	}
+	cases := []struct {
+		query string
+		args  []any
+	}{
+		{"TaskClaim", []any{&now, int32(n), "w2", int64(60000)}},
+		{"TaskFinishMany", []any{ids, workers, attempts, falses, falses, codes, codes,
+			texts, texts, lengths, headers, texts, &now, int64(1000), int64(100)}},
+		{"TaskReleaseMany", []any{ids, workers, attempts, &now}},
+		{"TaskExtendLease", []any{&now, int64(60000), ids, workers, attempts}},
+	}
+	for _, c := range cases {
+		for kind, plan := range explainAnalyze(t, f.pool, c.query, gensql.MustQuery(c.query), c.args...) {
+			if plan.ActualRows != n {
+				t.Errorf("%s (%s plan) returned %v rows, want %d: the check needs a full batch", c.query, kind, plan.ActualRows, n)
+			}
+			plan.walk(func(node planNode) {
+				if read := node.ActualRows * node.ActualLoops; node.NodeType == "CTE Scan" && read > n {
+					t.Errorf("%s (%s plan) reads CTE %s %v times for %v rows: %v rows for a batch of %d",
+						c.query, kind, node.CTEName, node.ActualLoops, node.ActualRows, read, n)
+				}
+			})
+		}
 	}
 }
 
