@@ -264,12 +264,29 @@ RETURNING s.job_id;
 -- Skips tasks that became pending in a cancelled job after it was cancelled
 -- (handed back by a worker shutting down), counting them once per job, so a
 -- cancelled job never keeps pending tasks. Only cancelled jobs that still
--- have shards are looked at. Relies on idx_tasks_job_id_status.
+-- have shards are looked at. Maintenance runs this every second and it
+-- almost never has work, so the update is gated (a one-time filter) on one
+-- ordered probe of idx_tasks_claim per such job: planned on its own, the
+-- update joins every pending task of the table when most tasks are pending,
+-- and scanned them all each pass. When there is work, it may scan.
 WITH skipped AS (
     UPDATE tasks t
     SET status = 'skipped', completed_at = now()
     FROM jobs j
-    WHERE j.id = t.job_id
+    WHERE EXISTS (
+          SELECT 1
+          FROM jobs c
+          WHERE c.status = 'cancelled'
+            AND c.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+            AND (
+                SELECT true
+                FROM tasks p
+                WHERE p.job_id = c.id AND p.status = 'pending'
+                ORDER BY p.shard
+                LIMIT 1
+            )
+      )
+      AND j.id = t.job_id
       AND j.status = 'cancelled'
       AND j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
       AND t.status = 'pending'
@@ -287,11 +304,27 @@ RETURNING j.id;
 -- Deals pending tasks that sit on a shard a concurrency change took away
 -- (one that was running there when the job's shards were cut, then came back
 -- to pending) to the job's current shards, so that every pending task can be
--- claimed. Relies on idx_tasks_claim (job_id, shard, ...) for each live job.
+-- claimed. Gated like JobSweepCancelled: one ordered probe of idx_tasks_claim
+-- (job_id, shard beyond the job's shard count) per live job, and the update
+-- runs only when one finds a task.
 UPDATE tasks t
 SET shard = (t.shard % job_shard_count(j.concurrency))::smallint
 FROM jobs j
-WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+WHERE EXISTS (
+      SELECT 1
+      FROM jobs o
+      WHERE o.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+        AND (
+            SELECT true
+            FROM tasks p
+            WHERE p.job_id = o.id
+              AND p.status = 'pending'
+              AND p.shard >= job_shard_count(o.concurrency)
+            ORDER BY p.shard
+            LIMIT 1
+        )
+  )
+  AND j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
   AND t.job_id = j.id
   AND t.status = 'pending'
   AND t.shard >= job_shard_count(j.concurrency);
