@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -37,6 +36,7 @@ import (
 	"github.com/blue-banded-bee/taskq/gen"
 	"github.com/blue-banded-bee/taskq/internal/crawl"
 	"github.com/blue-banded-bee/taskq/internal/db"
+	"github.com/blue-banded-bee/taskq/internal/localpg"
 	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/tasks"
 	"github.com/blue-banded-bee/taskq/internal/worker"
@@ -305,30 +305,11 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 // createDatabase creates a database next to the one serverURL names and
 // returns its URL and a function that drops it.
 func createDatabase(ctx context.Context, serverURL, name string) (string, func(), error) {
-	admin, err := pgx.Connect(ctx, serverURL)
-	if err != nil {
-		return "", nil, fmt.Errorf("%w: %w", db.ErrUnavailable, err)
+	u, drop, err := localpg.CreateDatabase(ctx, serverURL, name)
+	if errors.Is(err, localpg.ErrUnreachable) {
+		err = fmt.Errorf("%w: %w", db.ErrUnavailable, err)
 	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		return "", nil, fmt.Errorf("create database %s: %w", name, err)
-	}
-	u, err := url.Parse(serverURL)
-	if err != nil {
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		c, err := pgx.Connect(ctx, serverURL)
-		if err != nil {
-			return
-		}
-		defer c.Close(ctx)
-		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	}
-	return u.String(), drop, nil
+	return u, drop, err
 }
 
 // org is a seeded organisation with the user the dashboard readers act as.

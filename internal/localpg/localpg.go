@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -30,6 +31,9 @@ const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 // ErrNoPostgres means no server was reachable and none could be started.
 var ErrNoPostgres = errors.New("no PostgreSQL server found")
+
+// ErrUnreachable means a server URL given could not be connected to.
+var ErrUnreachable = errors.New("PostgreSQL server unreachable")
 
 // Server is a PostgreSQL server and how it was found.
 type Server struct {
@@ -263,4 +267,35 @@ func (a account) run(ctx context.Context, name string, args ...string) error {
 		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// CreateDatabase creates the database name on the server that serverURL
+// (a superuser or CREATEDB role) names, and returns its URL and a function
+// that drops it, ending any session still on it. The error wraps
+// ErrUnreachable when the server cannot be reached.
+func CreateDatabase(ctx context.Context, serverURL, name string) (string, func(), error) {
+	admin, err := pgx.Connect(ctx, serverURL)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
+	}
+	defer admin.Close(context.Background())
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Path = "/" + name
+	drop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		c, err := pgx.Connect(ctx, serverURL)
+		if err != nil {
+			return
+		}
+		defer c.Close(ctx)
+		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	}
+	return u.String(), drop, nil
 }
