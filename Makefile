@@ -27,6 +27,7 @@ lint: ## gofmt, go vet and go mod tidy must leave nothing to change
 	$(GO) vet ./...
 	$(GO) mod tidy -diff
 	cd tools && $(GO) mod tidy -diff
+	cd bench/river && $(GO) vet ./... && $(GO) mod tidy -diff
 
 .PHONY: loadtest
 loadtest: ## The plan's load test on a local database: before vs after, side by side
@@ -39,6 +40,10 @@ test: verify lint ## Everything CI runs: generated code, lint, and every test ag
 .PHONY: bench
 bench: ## Queue benchmarks: claim/finish rates, generated vs raw pgx, claim latency by queue size
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/tasks/
+
+.PHONY: bench-river
+bench-river: ## Burn down the same jobs through River and through taskq's worker pool, side by side
+	cd bench/river && $(GO) run . $(ARGS)
 
 .PHONY: vet-sql
 vet-sql: ## sqlc vet against VET_DATABASE_URL (needs representative rows; TestSqlcVet does this in CI)

@@ -1,0 +1,314 @@
+// Command river-compare burns down the same number of no-op jobs through
+// River (github.com/riverqueue/river, the Go Postgres queue the project
+// measures itself against) and through taskq's worker pool, each on a fresh
+// database of the same server, in alternating order, and prints the rates
+// side by side.
+//
+// It is a module of its own so that River stays out of taskq's dependencies.
+// Each side runs as its authors tune it for throughput: River with the
+// settings of its own benchmark (`river bench`: 2,000 workers, a 2 ms fetch
+// cooldown, a 20 ms poll interval) and no-op jobs; taskq with batched claims
+// and realistic task rows (the result columns and headers a page fetch
+// records). Both count a job done when its completion is written.
+//
+//	cd bench/river && go run . [flags]    (or make bench-river from the root)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivermigrate"
+
+	"github.com/blue-banded-bee/taskq/internal/db"
+	"github.com/blue-banded-bee/taskq/internal/localpg"
+	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/internal/worker"
+)
+
+type config struct {
+	serverURL    string
+	jobs         int
+	rounds       int
+	riverWorkers int
+	workers      int
+	batch        int
+	timeout      time.Duration
+	queues       []string
+	jsonPath     string
+}
+
+// result is one side's burn-down.
+type result struct {
+	Queue      string        `json:"queue"`
+	Round      int           `json:"round"`
+	Jobs       int           `json:"jobs"`
+	Elapsed    time.Duration `json:"elapsed_ns"`
+	JobsPerSec float64       `json:"jobs_per_second"`
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.serverURL, "database-url", os.Getenv("DATABASE_URL"),
+		"superuser URL of the server to create the databases on (env DATABASE_URL); empty: the local server")
+	flag.IntVar(&cfg.jobs, "jobs", 200_000, "jobs each queue burns down per round")
+	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs both queues, the first going first in odd rounds")
+	flag.IntVar(&cfg.riverWorkers, "river-workers", 2000, "River's MaxWorkers (its own benchmark's setting)")
+	flag.IntVar(&cfg.workers, "workers", 500, "taskq worker pool's workers")
+	flag.IntVar(&cfg.batch, "batch", 1000, "taskq worker pool's claim batch")
+	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up on a burn-down that takes longer")
+	flag.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to this file")
+	queues := flag.String("queues", "river,taskq", "the queues to run, in the order of odd rounds")
+	flag.Parse()
+	cfg.queues = strings.Split(*queues, ",")
+	for _, q := range cfg.queues {
+		if q != "river" && q != "taskq" {
+			fmt.Fprintf(os.Stderr, "river-compare: unknown queue %q in -queues (want river, taskq)\n", q)
+			os.Exit(2)
+		}
+	}
+	if cfg.jobs < 1 || cfg.rounds < 1 || cfg.riverWorkers < 1 || cfg.workers < 1 ||
+		cfg.batch < 1 || cfg.batch > tasks.MaxBatch || cfg.timeout <= 0 {
+		fmt.Fprintln(os.Stderr, "river-compare: -jobs, -rounds, -river-workers, -workers and -timeout must be positive, -batch 1 to", tasks.MaxBatch)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "river-compare:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config) error {
+	server, err := localpg.Find(ctx, cfg.serverURL)
+	if err != nil {
+		return err
+	}
+	var version string
+	if err := withConn(ctx, server.URL, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, "SHOW server_version").Scan(&version)
+	}); err != nil {
+		return err
+	}
+	fmt.Printf("%d jobs per queue per round, %d rounds; PostgreSQL %s; %s/%s, %d CPUs, %s\n",
+		cfg.jobs, cfg.rounds, version, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
+	fmt.Printf("river: MaxWorkers %d, FetchCooldown 2ms, FetchPollInterval 20ms, no-op jobs\n", cfg.riverWorkers)
+	fmt.Printf("taskq: %d workers, claim batch %d, realistic task rows\n\n", cfg.workers, cfg.batch)
+
+	sides := map[string]func(context.Context, config, string) (time.Duration, error){"river": burnRiver, "taskq": burnTaskq}
+	var results []result
+	for round := 1; round <= cfg.rounds; round++ {
+		order := slices.Clone(cfg.queues)
+		if round%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, queue := range order {
+			name := fmt.Sprintf("bench_%s_%d_%d", queue, round, time.Now().UnixNano())
+			dbURL, drop, err := localpg.CreateDatabase(ctx, server.URL, name)
+			if err != nil {
+				return err
+			}
+			sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
+			elapsed, err := sides[queue](sctx, cfg, dbURL)
+			cancel()
+			drop()
+			if err != nil {
+				return fmt.Errorf("%s, round %d: %w", queue, round, err)
+			}
+			r := result{Queue: queue, Round: round, Jobs: cfg.jobs, Elapsed: elapsed,
+				JobsPerSec: float64(cfg.jobs) / elapsed.Seconds()}
+			results = append(results, r)
+			fmt.Printf("round %d  %-6s %9.0f jobs/s  (%d in %.2fs)\n", round, r.Queue, r.JobsPerSec, r.Jobs, elapsed.Seconds())
+		}
+	}
+	fmt.Println()
+	mean := map[string]float64{}
+	for _, queue := range cfg.queues {
+		var sum, best float64
+		for _, r := range results {
+			if r.Queue == queue {
+				sum += r.JobsPerSec
+				best = max(best, r.JobsPerSec)
+			}
+		}
+		mean[queue] = sum / float64(cfg.rounds)
+		fmt.Printf("%-6s mean %7.0f jobs/s, best %7.0f\n", queue, mean[queue], best)
+	}
+	if mean["river"] > 0 && mean["taskq"] > 0 {
+		fmt.Printf("taskq/river %.2f (means)\n", mean["taskq"]/mean["river"])
+	}
+	if cfg.jsonPath != "" {
+		out, err := json.MarshalIndent(results, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(cfg.jsonPath, append(out, '\n'), 0o644)
+	}
+	return nil
+}
+
+// burnRiver migrates River's schema, inserts cfg.jobs no-op jobs, and times
+// a River client working them until the last completion is reported.
+func burnRiver(ctx context.Context, cfg config, dbURL string) (time.Duration, error) {
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+	driver := riverpgxv5.New(pool)
+	migrator, err := rivermigrate.New(driver, nil)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	workers := river.NewWorkers()
+	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[noopArgs]) error { return nil }))
+	client, err := river.NewClient(driver, &river.Config{
+		FetchCooldown:     2 * time.Millisecond,
+		FetchPollInterval: 20 * time.Millisecond,
+		Queues:            map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.riverWorkers}},
+		Workers:           workers,
+	})
+	if err != nil {
+		return 0, err
+	}
+	params := make([]river.InsertManyParams, 0, 5000)
+	for from := 0; from < cfg.jobs; from += 5000 {
+		params = params[:0]
+		for i := from; i < min(cfg.jobs, from+5000); i++ {
+			params = append(params, river.InsertManyParams{Args: noopArgs{Num: i}})
+		}
+		if _, err := client.InsertManyFast(ctx, params); err != nil {
+			return 0, fmt.Errorf("insert: %w", err)
+		}
+	}
+	if _, err := pool.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		return 0, err
+	}
+	events, cancel := client.SubscribeConfig(&river.SubscribeConfig{
+		ChanSize: cfg.jobs,
+		Kinds:    []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobCancelled},
+	})
+	defer cancel()
+	start := time.Now()
+	if err := client.Start(ctx); err != nil {
+		return 0, err
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = client.Stop(stopCtx)
+	}()
+	for done := 0; done < cfg.jobs; {
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%d of %d jobs done: %w", done, cfg.jobs, ctx.Err())
+		case e := <-events:
+			if e == nil {
+				return 0, errors.New("subscription closed")
+			}
+			if e.Kind != river.EventKindJobCompleted {
+				return 0, fmt.Errorf("job %d: %s", e.Job.ID, e.Kind)
+			}
+			done++
+		}
+	}
+	return time.Since(start), nil
+}
+
+type noopArgs struct {
+	Num int `json:"num"`
+}
+
+func (noopArgs) Kind() string { return "noop" }
+
+// burnTaskq migrates taskq's schema, enqueues cfg.jobs pages in one job, and
+// times a worker pool with a no-op handler until every task is completed.
+func burnTaskq(ctx context.Context, cfg config, dbURL string) (time.Duration, error) {
+	if err := (migrate.Runner{URL: dbURL}).Up(ctx); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	d, err := db.Open(ctx, dbURL, db.Options{MaxConns: 8})
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	q := d.Queue()
+	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: "bench.example.com", Concurrency: cfg.jobs})
+	if err != nil {
+		return 0, err
+	}
+	pages := make([]tasks.Page, 0, 5000)
+	for from := 0; from < cfg.jobs; from += 5000 {
+		pages = pages[:0]
+		for i := from; i < min(cfg.jobs, from+5000); i++ {
+			pages = append(pages, tasks.Page{Path: fmt.Sprintf("/section-%d/page-%d", i%50, i), Priority: 1 - float64(i)/float64(cfg.jobs)})
+		}
+		if _, err := q.Enqueue(ctx, job.ID, pages); err != nil {
+			return 0, fmt.Errorf("enqueue: %w", err)
+		}
+	}
+	if _, err := d.Pool().Exec(ctx, "VACUUM ANALYZE"); err != nil {
+		return 0, err
+	}
+	p := worker.New(q, worker.HandlerFunc(func(context.Context, tasks.Task) tasks.Result {
+		return tasks.Result{
+			StatusCode: 200, ResponseTime: 120 * time.Millisecond, CacheStatus: "HIT",
+			ContentType: "text/html; charset=utf-8", ContentLength: 48_213,
+			Headers: http.Header{"Cf-Cache-Status": {"HIT"}, "Content-Type": {"text/html; charset=utf-8"}},
+		}
+	}), worker.Config{Workers: cfg.workers, ClaimBatch: cfg.batch, ListenURL: dbURL})
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(runCtx) }()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s := p.Stats()
+		if n := s.Completed + s.Failed; n >= int64(cfg.jobs) {
+			if s.Failed > 0 {
+				return 0, fmt.Errorf("%d tasks failed", s.Failed)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%d of %d tasks done: %w", s.Completed, cfg.jobs, ctx.Err())
+		case err := <-errc:
+			return 0, fmt.Errorf("pool stopped early: %v", err)
+		case <-tick.C:
+		}
+	}
+	elapsed := time.Since(start)
+	stop()
+	return elapsed, <-errc
+}
+
+func withConn(ctx context.Context, u string, fn func(*pgx.Conn) error) error {
+	c, err := pgx.Connect(ctx, u)
+	if err != nil {
+		return err
+	}
+	defer c.Close(context.Background())
+	return fn(c)
+}
