@@ -218,8 +218,7 @@ WITH locked AS (
     SELECT r.job_id, r.shard, r.completed, r.failed
     FROM job_tallies r
     WHERE r.completed > 0 OR r.failed > 0
-    ORDER BY r.job_id, r.shard
-    FOR NO KEY UPDATE OF r
+    FOR NO KEY UPDATE OF r SKIP LOCKED
 ),
 moved AS (
     UPDATE job_tallies r
@@ -245,8 +244,13 @@ RETURNING j.id
 `
 
 // Moves the outcomes the tallies gathered into the jobs rows (once per job,
-// not per task) and recomputes progress. Locks tallies in key order, like
-// TaskFinishMany. Relies on job_tallies_pkey and jobs_pkey.
+// not per task) and recomputes progress. SKIP LOCKED: a tally that a
+// finishing worker holds right now is left for the next pass, so the roll-up
+// never waits on workers, and a worker waits at most for this short
+// statement (waiting, the roll-up held the tallies it had locked for as long
+// as the finish it waited on: 13 ms waits in the load test). Progress stays
+// exact meanwhile: job_progress adds the tallies to the jobs rows. Relies on
+// job_tallies_pkey and jobs_pkey.
 func (q *Queries) JobRollUp(ctx context.Context, db DBTX) ([]string, error) {
 	rows, err := db.Query(ctx, jobRollUp)
 	if err != nil {

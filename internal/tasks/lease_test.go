@@ -608,3 +608,66 @@ func TestFinishWritesThroughAMomentaryLock(t *testing.T) {
 	}
 	checkProgress(t, f, job.ID, tasks.Progress{Total: 2, Completed: 2, Percent: 100})
 }
+
+// TestRollUpPassesOverLockedTallies: the roll-up leaves a tally that a
+// finishing worker holds locked for a later pass instead of waiting for it
+// (maintenance never waits on workers), and progress is exact meanwhile.
+func TestRollUpPassesOverLockedTallies(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, tasks.JobSpec{Concurrency: 8}, 8) // two shards of four
+	var outcomes []tasks.Outcome
+	for range 8 {
+		outcomes = append(outcomes, tasks.Outcome{Task: claimOne(t, f, "w"), Result: okResult()})
+	}
+	if rep, err := f.queue.Finish(ctx, outcomes); err != nil || rep.Completed != 8 {
+		t.Fatalf("Finish: %+v, %v", rep, err)
+	}
+
+	// A finisher in the middle of its statement holds shard 1's tally.
+	holder, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx) //nolint:errcheck // released below
+	if _, err := holder.Exec(ctx, "SELECT 1 FROM job_tallies WHERE job_id = $1 AND shard = 1 FOR NO KEY UPDATE", job.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Waiting for the holder, Maintain would never return (the holder lets
+	// go only afterwards): the deadline turns that into a failure.
+	mctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := f.queue.Maintain(mctx); err != nil {
+		t.Fatalf("Maintain with a tally locked: %v", err)
+	}
+	counts := func() (rolled, left int) {
+		t.Helper()
+		err := f.pool.QueryRow(ctx, `
+			SELECT j.completed_tasks, (SELECT completed FROM job_tallies WHERE job_id = j.id AND shard = 1)
+			FROM jobs j WHERE j.id = $1`, job.ID).Scan(&rolled, &left)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rolled, left
+	}
+	if rolled, left := counts(); rolled != 4 || left != 4 {
+		t.Errorf("with shard 1's tally locked: %d rolled up, %d left in it; want 4 and 4", rolled, left)
+	}
+	checkProgress(t, f, job.ID, tasks.Progress{Total: 8, Completed: 8, Percent: 100})
+
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.queue.Maintain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var completed int
+	if err := f.pool.QueryRow(ctx, "SELECT completed_tasks FROM jobs WHERE id = $1", job.ID).Scan(&completed); err != nil {
+		t.Fatal(err)
+	}
+	if completed != 8 {
+		t.Errorf("after the next pass: %d rolled up, want 8", completed)
+	}
+	checkProgress(t, f, job.ID, tasks.Progress{Total: 8, Completed: 8, Percent: 100})
+}
