@@ -60,6 +60,15 @@ type result struct {
 	Jobs       int           `json:"jobs"`
 	Elapsed    time.Duration `json:"elapsed_ns"`
 	JobsPerSec float64       `json:"jobs_per_second"`
+	// CPU time per job of this process (the queue's client) and of the
+	// server's backends on the database (0 when the server is not local).
+	ClientCPUPerJob time.Duration `json:"client_cpu_per_job_ns"`
+	ServerCPUPerJob time.Duration `json:"server_cpu_per_job_ns"`
+}
+
+// burn is what one burn-down measured.
+type burn struct {
+	elapsed, clientCPU, serverCPU time.Duration
 }
 
 func main() {
@@ -111,7 +120,7 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("river: MaxWorkers %d, FetchCooldown 2ms, FetchPollInterval 20ms, no-op jobs\n", cfg.riverWorkers)
 	fmt.Printf("taskq: %d workers, claim batch %d, realistic task rows\n\n", cfg.workers, cfg.batch)
 
-	sides := map[string]func(context.Context, config, string) (time.Duration, error){"river": burnRiver, "taskq": burnTaskq}
+	sides := map[string]func(context.Context, config, string) (burn, error){"river": burnRiver, "taskq": burnTaskq}
 	var results []result
 	for round := 1; round <= cfg.rounds; round++ {
 		order := slices.Clone(cfg.queues)
@@ -125,16 +134,20 @@ func run(ctx context.Context, cfg config) error {
 				return err
 			}
 			sctx, cancel := context.WithTimeout(ctx, cfg.timeout)
-			elapsed, err := sides[queue](sctx, cfg, dbURL)
+			b, err := sides[queue](sctx, cfg, dbURL)
 			cancel()
 			drop()
 			if err != nil {
 				return fmt.Errorf("%s, round %d: %w", queue, round, err)
 			}
-			r := result{Queue: queue, Round: round, Jobs: cfg.jobs, Elapsed: elapsed,
-				JobsPerSec: float64(cfg.jobs) / elapsed.Seconds()}
+			r := result{Queue: queue, Round: round, Jobs: cfg.jobs, Elapsed: b.elapsed,
+				JobsPerSec:      float64(cfg.jobs) / b.elapsed.Seconds(),
+				ClientCPUPerJob: b.clientCPU / time.Duration(cfg.jobs),
+				ServerCPUPerJob: b.serverCPU / time.Duration(cfg.jobs)}
 			results = append(results, r)
-			fmt.Printf("round %d  %-6s %9.0f jobs/s  (%d in %.2fs)\n", round, r.Queue, r.JobsPerSec, r.Jobs, elapsed.Seconds())
+			fmt.Printf("round %d  %-6s %9.0f jobs/s  (%d in %.2fs)  CPU per job: server %.1f µs, client %.1f µs\n",
+				round, r.Queue, r.JobsPerSec, r.Jobs, b.elapsed.Seconds(),
+				float64(r.ServerCPUPerJob)/1e3, float64(r.ClientCPUPerJob)/1e3)
 		}
 	}
 	fmt.Println()
@@ -165,19 +178,19 @@ func run(ctx context.Context, cfg config) error {
 
 // burnRiver migrates River's schema, inserts cfg.jobs no-op jobs, and times
 // a River client working them until the last completion is reported.
-func burnRiver(ctx context.Context, cfg config, dbURL string) (time.Duration, error) {
+func burnRiver(ctx context.Context, cfg config, dbURL string) (burn, error) {
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	defer pool.Close()
 	driver := riverpgxv5.New(pool)
 	migrator, err := rivermigrate.New(driver, nil)
 	if err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	if _, err := migrator.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
+		return burn{}, fmt.Errorf("migrate: %w", err)
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[noopArgs]) error { return nil }))
@@ -188,7 +201,7 @@ func burnRiver(ctx context.Context, cfg config, dbURL string) (time.Duration, er
 		Workers:           workers,
 	})
 	if err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	params := make([]river.InsertManyParams, 0, 5000)
 	for from := 0; from < cfg.jobs; from += 5000 {
@@ -197,20 +210,24 @@ func burnRiver(ctx context.Context, cfg config, dbURL string) (time.Duration, er
 			params = append(params, river.InsertManyParams{Args: noopArgs{Num: i}})
 		}
 		if _, err := client.InsertManyFast(ctx, params); err != nil {
-			return 0, fmt.Errorf("insert: %w", err)
+			return burn{}, fmt.Errorf("insert: %w", err)
 		}
 	}
 	if _, err := pool.Exec(ctx, "VACUUM ANALYZE"); err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	events, cancel := client.SubscribeConfig(&river.SubscribeConfig{
 		ChanSize: cfg.jobs,
 		Kinds:    []river.EventKind{river.EventKindJobCompleted, river.EventKindJobFailed, river.EventKindJobCancelled},
 	})
 	defer cancel()
+	cpu, err := startCPU(ctx, pool)
+	if err != nil {
+		return burn{}, err
+	}
 	start := time.Now()
 	if err := client.Start(ctx); err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	defer func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -220,18 +237,20 @@ func burnRiver(ctx context.Context, cfg config, dbURL string) (time.Duration, er
 	for done := 0; done < cfg.jobs; {
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%d of %d jobs done: %w", done, cfg.jobs, ctx.Err())
+			return burn{}, fmt.Errorf("%d of %d jobs done: %w", done, cfg.jobs, ctx.Err())
 		case e := <-events:
 			if e == nil {
-				return 0, errors.New("subscription closed")
+				return burn{}, errors.New("subscription closed")
 			}
 			if e.Kind != river.EventKindJobCompleted {
-				return 0, fmt.Errorf("job %d: %s", e.Job.ID, e.Kind)
+				return burn{}, fmt.Errorf("job %d: %s", e.Job.ID, e.Kind)
 			}
 			done++
 		}
 	}
-	return time.Since(start), nil
+	elapsed := time.Since(start)
+	clientCPU, serverCPU, err := cpu.stop(ctx)
+	return burn{elapsed, clientCPU, serverCPU}, err
 }
 
 type noopArgs struct {
@@ -242,19 +261,19 @@ func (noopArgs) Kind() string { return "noop" }
 
 // burnTaskq migrates taskq's schema, enqueues cfg.jobs pages in one job, and
 // times a worker pool with a no-op handler until every task is completed.
-func burnTaskq(ctx context.Context, cfg config, dbURL string) (time.Duration, error) {
+func burnTaskq(ctx context.Context, cfg config, dbURL string) (burn, error) {
 	if err := (migrate.Runner{URL: dbURL}).Up(ctx); err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
+		return burn{}, fmt.Errorf("migrate: %w", err)
 	}
 	d, err := db.Open(ctx, dbURL, db.Options{MaxConns: 8})
 	if err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	defer d.Close()
 	q := d.Queue()
 	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: "bench.example.com", Concurrency: cfg.jobs})
 	if err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	pages := make([]tasks.Page, 0, 5000)
 	for from := 0; from < cfg.jobs; from += 5000 {
@@ -263,11 +282,11 @@ func burnTaskq(ctx context.Context, cfg config, dbURL string) (time.Duration, er
 			pages = append(pages, tasks.Page{Path: fmt.Sprintf("/section-%d/page-%d", i%50, i), Priority: 1 - float64(i)/float64(cfg.jobs)})
 		}
 		if _, err := q.Enqueue(ctx, job.ID, pages); err != nil {
-			return 0, fmt.Errorf("enqueue: %w", err)
+			return burn{}, fmt.Errorf("enqueue: %w", err)
 		}
 	}
 	if _, err := d.Pool().Exec(ctx, "VACUUM ANALYZE"); err != nil {
-		return 0, err
+		return burn{}, err
 	}
 	p := worker.New(q, worker.HandlerFunc(func(context.Context, tasks.Task) tasks.Result {
 		return tasks.Result{
@@ -278,6 +297,10 @@ func burnTaskq(ctx context.Context, cfg config, dbURL string) (time.Duration, er
 	}), worker.Config{Workers: cfg.workers, ClaimBatch: cfg.batch, ListenURL: dbURL})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
+	cpu, err := startCPU(ctx, d.Pool())
+	if err != nil {
+		return burn{}, err
+	}
 	start := time.Now()
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(runCtx) }()
@@ -287,21 +310,25 @@ func burnTaskq(ctx context.Context, cfg config, dbURL string) (time.Duration, er
 		s := p.Stats()
 		if n := s.Completed + s.Failed; n >= int64(cfg.jobs) {
 			if s.Failed > 0 {
-				return 0, fmt.Errorf("%d tasks failed", s.Failed)
+				return burn{}, fmt.Errorf("%d tasks failed", s.Failed)
 			}
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%d of %d tasks done: %w", s.Completed, cfg.jobs, ctx.Err())
+			return burn{}, fmt.Errorf("%d of %d tasks done: %w", s.Completed, cfg.jobs, ctx.Err())
 		case err := <-errc:
-			return 0, fmt.Errorf("pool stopped early: %v", err)
+			return burn{}, fmt.Errorf("pool stopped early: %v", err)
 		case <-tick.C:
 		}
 	}
 	elapsed := time.Since(start)
+	clientCPU, serverCPU, err := cpu.stop(ctx)
 	stop()
-	return elapsed, <-errc
+	if runErr := <-errc; err == nil {
+		err = runErr
+	}
+	return burn{elapsed, clientCPU, serverCPU}, err
 }
 
 func withConn(ctx context.Context, u string, fn func(*pgx.Conn) error) error {
