@@ -11,6 +11,10 @@
 // and realistic task rows (the result columns and headers a page fetch
 // records). Both count a job done when its completion is written.
 //
+// -variant name=SQL adds a third side, taskq with SQL run on its database
+// after migrating (dropping an index, say), so that what a schema change
+// would buy is measured in the same run as the real schema and River.
+//
 //	cd bench/river && go run . [flags]    (or make bench-river from the root)
 package main
 
@@ -51,6 +55,9 @@ type config struct {
 	timeout      time.Duration
 	queues       []string
 	jsonPath     string
+	// variants maps a name to SQL run on taskq's database after migrating,
+	// before enqueueing: a schema change to measure beside the real one.
+	variants map[string]string
 }
 
 // result is one side's burn-down.
@@ -76,18 +83,35 @@ func main() {
 	flag.StringVar(&cfg.serverURL, "database-url", os.Getenv("DATABASE_URL"),
 		"superuser URL of the server to create the databases on (env DATABASE_URL); empty: the local server")
 	flag.IntVar(&cfg.jobs, "jobs", 200_000, "jobs each queue burns down per round")
-	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs both queues, the first going first in odd rounds")
+	flag.IntVar(&cfg.rounds, "rounds", 2, "rounds; each runs every queue, in reverse order in even rounds")
 	flag.IntVar(&cfg.riverWorkers, "river-workers", 2000, "River's MaxWorkers (its own benchmark's setting)")
 	flag.IntVar(&cfg.workers, "workers", 500, "taskq worker pool's workers")
 	flag.IntVar(&cfg.batch, "batch", 1000, "taskq worker pool's claim batch")
 	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up on a burn-down that takes longer")
 	flag.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to this file")
 	queues := flag.String("queues", "river,taskq", "the queues to run, in the order of odd rounds")
+	cfg.variants = map[string]string{}
+	var variantOrder []string
+	flag.Func("variant", "`name=SQL`: also run taskq with SQL applied to its database after migrating,\n"+
+		"as queue taskq+name (e.g. -variant 'nostatus=DROP INDEX idx_tasks_job_id_status'); repeatable",
+		func(v string) error {
+			name, sql, ok := strings.Cut(v, "=")
+			if !ok || name == "" || strings.TrimSpace(sql) == "" {
+				return errors.New("want name=SQL")
+			}
+			if _, dup := cfg.variants[name]; dup {
+				return fmt.Errorf("variant %q given twice", name)
+			}
+			cfg.variants[name] = sql
+			variantOrder = append(variantOrder, "taskq+"+name)
+			return nil
+		})
 	flag.Parse()
-	cfg.queues = strings.Split(*queues, ",")
+	cfg.queues = append(strings.Split(*queues, ","), variantOrder...)
 	for _, q := range cfg.queues {
-		if q != "river" && q != "taskq" {
-			fmt.Fprintf(os.Stderr, "river-compare: unknown queue %q in -queues (want river, taskq)\n", q)
+		name, isVariant := strings.CutPrefix(q, "taskq+")
+		if _, known := cfg.variants[name]; q != "river" && q != "taskq" && !(isVariant && known) {
+			fmt.Fprintf(os.Stderr, "river-compare: unknown queue %q in -queues (want river, taskq, or taskq+name of a -variant)\n", q)
 			os.Exit(2)
 		}
 	}
@@ -118,9 +142,27 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("%d jobs per queue per round, %d rounds; PostgreSQL %s; %s/%s, %d CPUs, %s\n",
 		cfg.jobs, cfg.rounds, version, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Printf("river: MaxWorkers %d, FetchCooldown 2ms, FetchPollInterval 20ms, no-op jobs\n", cfg.riverWorkers)
-	fmt.Printf("taskq: %d workers, claim batch %d, realistic task rows\n\n", cfg.workers, cfg.batch)
-
-	sides := map[string]func(context.Context, config, string) (burn, error){"river": burnRiver, "taskq": burnTaskq}
+	fmt.Printf("taskq: %d workers, claim batch %d, realistic task rows\n", cfg.workers, cfg.batch)
+	sides := map[string]func(context.Context, config, string) (burn, error){
+		"river": burnRiver,
+		"taskq": func(ctx context.Context, cfg config, dbURL string) (burn, error) {
+			return burnTaskq(ctx, cfg, dbURL, "")
+		},
+	}
+	for _, queue := range cfg.queues {
+		if name, ok := strings.CutPrefix(queue, "taskq+"); ok {
+			sql := cfg.variants[name]
+			fmt.Printf("%s: taskq after %s\n", queue, sql)
+			sides[queue] = func(ctx context.Context, cfg config, dbURL string) (burn, error) {
+				return burnTaskq(ctx, cfg, dbURL, sql)
+			}
+		}
+	}
+	fmt.Println()
+	width := 0
+	for _, q := range cfg.queues {
+		width = max(width, len(q))
+	}
 	var results []result
 	for round := 1; round <= cfg.rounds; round++ {
 		order := slices.Clone(cfg.queues)
@@ -128,7 +170,7 @@ func run(ctx context.Context, cfg config) error {
 			slices.Reverse(order)
 		}
 		for _, queue := range order {
-			name := fmt.Sprintf("bench_%s_%d_%d", queue, round, time.Now().UnixNano())
+			name := fmt.Sprintf("bench_%s_%d_%d", strings.ReplaceAll(queue, "+", "_"), round, time.Now().UnixNano())
 			dbURL, drop, err := localpg.CreateDatabase(ctx, server.URL, name)
 			if err != nil {
 				return err
@@ -145,8 +187,8 @@ func run(ctx context.Context, cfg config) error {
 				ClientCPUPerJob: b.clientCPU / time.Duration(cfg.jobs),
 				ServerCPUPerJob: b.serverCPU / time.Duration(cfg.jobs)}
 			results = append(results, r)
-			fmt.Printf("round %d  %-6s %9.0f jobs/s  (%d in %.2fs)  CPU per job: server %.1f µs, client %.1f µs\n",
-				round, r.Queue, r.JobsPerSec, r.Jobs, b.elapsed.Seconds(),
+			fmt.Printf("round %d  %-*s %9.0f jobs/s  (%d in %.2fs)  CPU per job: server %.1f µs, client %.1f µs\n",
+				round, width, r.Queue, r.JobsPerSec, r.Jobs, b.elapsed.Seconds(),
 				float64(r.ServerCPUPerJob)/1e3, float64(r.ClientCPUPerJob)/1e3)
 		}
 	}
@@ -161,10 +203,12 @@ func run(ctx context.Context, cfg config) error {
 			}
 		}
 		mean[queue] = sum / float64(cfg.rounds)
-		fmt.Printf("%-6s mean %7.0f jobs/s, best %7.0f\n", queue, mean[queue], best)
+		fmt.Printf("%-*s mean %7.0f jobs/s, best %7.0f\n", width, queue, mean[queue], best)
 	}
-	if mean["river"] > 0 && mean["taskq"] > 0 {
-		fmt.Printf("taskq/river %.2f (means)\n", mean["taskq"]/mean["river"])
+	for _, queue := range cfg.queues {
+		if queue != "river" && mean["river"] > 0 {
+			fmt.Printf("%s/river %.2f (means)\n", queue, mean[queue]/mean["river"])
+		}
 	}
 	if cfg.jsonPath != "" {
 		out, err := json.MarshalIndent(results, "", "  ")
@@ -259,11 +303,20 @@ type noopArgs struct {
 
 func (noopArgs) Kind() string { return "noop" }
 
-// burnTaskq migrates taskq's schema, enqueues cfg.jobs pages in one job, and
-// times a worker pool with a no-op handler until every task is completed.
-func burnTaskq(ctx context.Context, cfg config, dbURL string) (burn, error) {
+// burnTaskq migrates taskq's schema, runs variantSQL (if any), enqueues
+// cfg.jobs pages in one job, and times a worker pool with a no-op handler
+// until every task is completed.
+func burnTaskq(ctx context.Context, cfg config, dbURL, variantSQL string) (burn, error) {
 	if err := (migrate.Runner{URL: dbURL}).Up(ctx); err != nil {
 		return burn{}, fmt.Errorf("migrate: %w", err)
+	}
+	if variantSQL != "" {
+		if err := withConn(ctx, dbURL, func(c *pgx.Conn) error {
+			_, err := c.Exec(ctx, variantSQL)
+			return err
+		}); err != nil {
+			return burn{}, fmt.Errorf("variant: %w", err)
+		}
 	}
 	d, err := db.Open(ctx, dbURL, db.Options{MaxConns: 8})
 	if err != nil {
