@@ -176,6 +176,16 @@ type Job struct {
 	MaxRetries     int32
 }
 
+// Per job slot: what is left of max_pages to admit, and tasks added and skipped since the last roll-up into jobs. Enqueues lock one slot with SKIP LOCKED.
+type JobAdmission struct {
+	JobID   string
+	Slot    int16
+	Quota   *int32
+	Added   int32
+	Skipped int32
+	Dealt   int64
+}
+
 type JobProgress struct {
 	JobID          string
 	Status         JobStatus

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -264,25 +265,32 @@ func TestEnqueueDealsTasksToShardsRoundRobin(t *testing.T) {
 	// Concurrency 12: three shards of capacity 4.
 	job := f.job(t, tasks.JobSpec{Concurrency: 12}, 0)
 
-	// In priority order (ties in batch order) the tasks go to shards 0, 1,
-	// 2, 0, ...; the next batch carries on where this one stopped.
-	enqueue(t, f, job.ID, tasks.Page{Path: "/a", Priority: 0.2}, tasks.Page{Path: "/b", Priority: 0.8},
-		tasks.Page{Path: "/c", Priority: 0.5}, tasks.Page{Path: "/d", Priority: 0.9}, tasks.Page{Path: "/e", Priority: 0.1})
-	enqueue(t, f, job.ID, tasks.Page{Path: "/f", Priority: 0.3}, tasks.Page{Path: "/g", Priority: 0.6},
-		tasks.Page{Path: "/h", Priority: 0.6}, tasks.Page{Path: "/i", Priority: 0})
-	want := []queued{
-		{Path: "/a", Priority: 0.2, Status: tasks.TaskPending, Shard: 0}, // 4th
-		{Path: "/b", Priority: 0.8, Status: tasks.TaskPending, Shard: 1}, // 2nd
-		{Path: "/c", Priority: 0.5, Status: tasks.TaskPending, Shard: 2}, // 3rd
-		{Path: "/d", Priority: 0.9, Status: tasks.TaskPending, Shard: 0}, // 1st
-		{Path: "/e", Priority: 0.1, Status: tasks.TaskPending, Shard: 1}, // 5th
-		{Path: "/f", Priority: 0.3, Status: tasks.TaskPending, Shard: 1}, // 8th
-		{Path: "/g", Priority: 0.6, Status: tasks.TaskPending, Shard: 2}, // 6th
-		{Path: "/h", Priority: 0.6, Status: tasks.TaskPending, Shard: 0}, // 7th
-		{Path: "/i", Priority: 0, Status: tasks.TaskPending, Shard: 2},   // 9th
+	// In priority order (ties in batch order) a batch's tasks go to
+	// consecutive shards, from wherever the admission slot it used left off.
+	batches := [][]tasks.Page{
+		{{Path: "/a", Priority: 0.2}, {Path: "/b", Priority: 0.8}, {Path: "/c", Priority: 0.5},
+			{Path: "/d", Priority: 0.9}, {Path: "/e", Priority: 0.1}},
+		{{Path: "/f", Priority: 0.3}, {Path: "/g", Priority: 0.6}, {Path: "/h", Priority: 0.6},
+			{Path: "/i", Priority: 0}},
 	}
-	if diff := cmp.Diff(want, queuedTasks(t, f, job.ID)); diff != "" {
-		t.Fatalf("tasks (-want +got):\n%s", diff)
+	inPriorityOrder := [][]string{{"/d", "/b", "/c", "/a", "/e"}, {"/g", "/h", "/f", "/i"}}
+	for _, b := range batches {
+		enqueue(t, f, job.ID, b...)
+	}
+	shardOf := map[string]int16{}
+	for _, q := range queuedTasks(t, f, job.ID) {
+		shardOf[q.Path] = q.Shard
+	}
+	for _, paths := range inPriorityOrder {
+		first := shardOf[paths[0]]
+		var want, got []int16
+		for i, p := range paths {
+			want = append(want, (first+int16(i))%3)
+			got = append(got, shardOf[p])
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("shards of %v (-want +got):\n%s", paths, diff)
+		}
 	}
 
 	// A claim takes the best tasks of one shard, so every claim gets a fair
@@ -291,15 +299,24 @@ func TestEnqueueDealsTasksToShardsRoundRobin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shardOf := map[string]int16{}
-	for _, q := range want {
-		shardOf[q.Path] = q.Shard
-	}
 	var paths []string
 	for _, task := range claimed {
 		paths = append(paths, task.Path)
 	}
-	wantPaths := map[int16][]string{0: {"/d", "/h", "/a"}, 1: {"/b", "/f", "/e"}, 2: {"/g", "/c", "/i"}}[shardOf[paths[0]]]
+	var wantPaths []string
+	for _, q := range queuedTasks(t, f, job.ID) {
+		if q.Shard == shardOf[paths[0]] {
+			wantPaths = append(wantPaths, q.Path)
+		}
+	}
+	priority := map[string]float64{}
+	for _, b := range batches {
+		for _, p := range b {
+			priority[p.Path] = p.Priority
+		}
+	}
+	// Best first; ties (none here) in path order.
+	sort.SliceStable(wantPaths, func(i, j int) bool { return priority[wantPaths[i]] > priority[wantPaths[j]] })
 	if diff := cmp.Diff(wantPaths, paths); diff != "" {
 		t.Fatalf("one claim's paths (-want +got):\n%s", diff)
 	}

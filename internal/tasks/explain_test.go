@@ -122,17 +122,11 @@ func literal(t *testing.T, a any) string {
 		}
 		return array(items)
 	case []int32:
-		items := make([]string, len(v))
-		for i, n := range v {
-			items[i] = fmt.Sprint(n)
-		}
-		return array(items)
+		return array(sprintAll(v))
 	case []int64:
-		items := make([]string, len(v))
-		for i, n := range v {
-			items[i] = fmt.Sprint(n)
-		}
-		return array(items)
+		return array(sprintAll(v))
+	case []float64:
+		return array(sprintAll(v))
 	case []bool:
 		items := make([]string, len(v))
 		for i, b := range v {
@@ -148,6 +142,14 @@ func literal(t *testing.T, a any) string {
 	}
 	t.Fatalf("no literal for %T", a)
 	return ""
+}
+
+func sprintAll[T any](v []T) []string {
+	items := make([]string, len(v))
+	for i, n := range v {
+		items[i] = fmt.Sprint(n)
+	}
+	return items
 }
 
 // seedLargeQueue fills a running job of 32 shards with n tasks, a third of
@@ -234,7 +236,9 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"TaskRescueExpired", []any{&now, int32(100)}, "idx_tasks_job_id_status", false, false},
 		{"TaskRedealOrphans", nil, "idx_tasks_claim", false, true},
 		{"JobSweepCancelled", nil, "idx_tasks_claim", false, true},
-		{"JobFinishDrained", []any{&now}, "idx_tasks_job_id_status", false, false},
+		{"JobLockDrained", nil, "idx_tasks_job_id_status", false, false},
+		{"JobFinishDrained", []any{&now, one}, "idx_tasks_job_id_status", false, false},
+		{"TaskEnqueue", []any{"x", int32(0), one, []float64{1}}, "pages_domain_id_path_key", false, false},
 		{"QueueDepth", nil, "idx_tasks_job_id_status", true, false},
 		{"TaskThroughputPerMinute", []any{int32(900)}, "idx_tasks_job_id_status", false, false},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
@@ -154,13 +155,19 @@ type EnqueueResult struct {
 	Duplicates int
 }
 
-// Enqueue adds pages to a job as tasks, in one transaction: new pages are
+// Enqueue adds pages to a job as tasks: new pages are
 // created for the job's domain, pages already in the job (or repeated in the
 // batch) are dropped, and pages beyond the job's max_pages are recorded as
 // skipped. A pending job starts running, a completed one is reopened (a
 // crawl finds pages as it goes, and its queue may drain between batches),
 // a paused one stays paused. It fails with ErrJobNotFound for an unknown job
 // and ErrInvalidTransition for a cancelled or failed one, writing nothing.
+//
+// Concurrent enqueues into one job do not wait for each other: each
+// statement spends the quota of one of the job's admission slots (see
+// TaskEnqueue), and the jobs row is not locked. It is not one transaction:
+// should a later statement fail, pages placed by earlier ones stay, and
+// enqueueing the same pages again drops them as duplicates.
 func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (EnqueueResult, error) {
 	if err := checkID("jobID", jobID); err != nil {
 		return EnqueueResult{}, err
@@ -168,57 +175,115 @@ func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (Enqueu
 	if len(pages) == 0 {
 		return EnqueueResult{}, invalid("pages", "empty")
 	}
-	paths := make([]string, len(pages))
-	priorities := make([]float64, len(pages))
 	for i, p := range pages {
-		arg := fmt.Sprintf("pages[%d].Path", i)
-		switch {
-		case p.Path == "":
-			return EnqueueResult{}, invalid(arg, "empty")
-		case len(p.Path) > MaxPathLength:
-			return EnqueueResult{}, invalid(arg, "%d bytes, more than %d", len(p.Path), MaxPathLength)
-		case math.IsNaN(p.Priority) || math.IsInf(p.Priority, 0):
-			return EnqueueResult{}, invalid(fmt.Sprintf("pages[%d].Priority", i), "%v", p.Priority)
-		}
-		if err := checkText(arg, p.Path); err != nil {
+		if err := checkPage(fmt.Sprintf("pages[%d]", i), p); err != nil {
 			return EnqueueResult{}, err
 		}
-		paths[i], priorities[i] = p.Path, p.Priority
 	}
-
-	var row gen.TaskEnqueueRow
-	err := q.tx(ctx, func(tx pgx.Tx) error {
-		// Lock the job first, in a statement of its own: see JobLockForEnqueue.
-		if _, err := q.q.JobLockForEnqueue(ctx, tx, jobID); errors.Is(err, pgx.ErrNoRows) {
-			return ErrJobNotFound
-		} else if err != nil {
-			return err
-		}
-		if err := q.q.PageUpsertMany(ctx, tx, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
-			return err
-		}
-		var err error
-		row, err = q.q.TaskEnqueue(ctx, tx, gen.TaskEnqueueParams{JobID: jobID, Paths: paths, Priorities: priorities})
-		if errors.Is(err, pgx.ErrNoRows) {
-			return ErrJobNotFound
-		}
-		if err != nil {
-			return err
-		}
-		switch row.JobStatus {
-		case JobPending, JobRunning, JobPaused, JobCompleted:
-			return nil
-		}
-		return fmt.Errorf("%w: job is %s", ErrInvalidTransition, row.JobStatus)
+	var res EnqueueResult
+	err := q.run(ctx, func(db gen.DBTX) (err error) {
+		res, err = q.enqueue(ctx, db, jobID, pages)
+		return err
 	})
 	if err != nil {
 		return EnqueueResult{}, fmt.Errorf("enqueue %d pages into job %s: %w", len(pages), jobID, err)
 	}
-	return EnqueueResult{
-		Pending:    int(row.Pending),
-		Skipped:    int(row.Skipped),
-		Duplicates: len(pages) - int(row.Pending) - int(row.Skipped),
-	}, nil
+	return res, nil
+}
+
+// checkPage refuses a page the database could not store or index.
+func checkPage(arg string, p Page) error {
+	switch {
+	case p.Path == "":
+		return invalid(arg+".Path", "empty")
+	case len(p.Path) > MaxPathLength:
+		return invalid(arg+".Path", "%d bytes, more than %d", len(p.Path), MaxPathLength)
+	case math.IsNaN(p.Priority) || math.IsInf(p.Priority, 0):
+		return invalid(arg+".Priority", "%v", p.Priority)
+	}
+	return checkText(arg+".Path", p.Path)
+}
+
+// enqueue adds checked pages to a job: PageUpsertMany, then TaskEnqueue
+// until every page is placed. A round defers the pages it could not place
+// (every slot with quota left was held by another enqueue at that instant,
+// or another enqueue was inserting the same page); they go again, after a
+// short pause when the round placed nothing, until AcquireTimeout. In a
+// transaction (Finish's), the slots each round locks are held to its end.
+func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, pages []Page) (EnqueueResult, error) {
+	paths := make([]string, len(pages))
+	priorities := make([]float64, len(pages))
+	for i, p := range pages {
+		paths[i], priorities[i] = p.Path, p.Priority
+	}
+	if err := q.q.PageUpsertMany(ctx, db, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+		return EnqueueResult{}, err
+	}
+	var res EnqueueResult
+	deadline := time.Now().Add(q.cfg.AcquireTimeout)
+	for round := 0; ; round++ {
+		row, err := q.q.TaskEnqueue(ctx, db, gen.TaskEnqueueParams{
+			// Start: where this round's search for a free slot begins, so that
+			// concurrent enqueues spread over the slots.
+			JobID: jobID, Start: rand.Int32N(1 << 30), Paths: paths, Priorities: priorities,
+		})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return EnqueueResult{}, ErrJobNotFound
+		}
+		if err != nil {
+			return EnqueueResult{}, err
+		}
+		switch row.JobStatus {
+		case JobPending, JobRunning, JobPaused, JobCompleted:
+		default:
+			return EnqueueResult{}, fmt.Errorf("%w: job is %s", ErrInvalidTransition, row.JobStatus)
+		}
+		res.Pending += int(row.Pending)
+		res.Skipped += int(row.Skipped)
+		if len(row.Deferred) == 0 {
+			break
+		}
+		if !row.HasSlots {
+			if err := q.q.JobAdmissionsOpen(ctx, db, jobID); err != nil {
+				return EnqueueResult{}, err
+			}
+			continue
+		}
+		paths, priorities = only(row.Deferred, paths, priorities)
+		if row.Pending+row.Skipped > 0 {
+			continue
+		}
+		if time.Now().After(deadline) {
+			return EnqueueResult{}, fmt.Errorf("%w: no admission slot of job %s free within %s",
+				ErrUnavailable, jobID, q.cfg.AcquireTimeout)
+		}
+		pause := time.Duration(250<<min(round, 8)) * time.Microsecond
+		select {
+		case <-ctx.Done():
+			return EnqueueResult{}, ctx.Err()
+		case <-time.After(pause/2 + rand.N(pause)):
+		}
+	}
+	res.Duplicates = len(pages) - res.Pending - res.Skipped
+	return res, nil
+}
+
+// only keeps the paths in keep, with their priorities, in their order.
+func only(keep, paths []string, priorities []float64) ([]string, []float64) {
+	want := make(map[string]bool, len(keep))
+	for _, p := range keep {
+		want[p] = true
+	}
+	var outPaths []string
+	var outPriorities []float64
+	for i, p := range paths {
+		if want[p] {
+			outPaths = append(outPaths, p)
+			outPriorities = append(outPriorities, priorities[i])
+			delete(want, p) // the first of repeated paths, as TaskEnqueue takes
+		}
+	}
+	return outPaths, outPriorities
 }
 
 // Job returns a job with its exact progress.
@@ -238,7 +303,7 @@ func (q *Queue) Job(ctx context.Context, id string) (Job, error) {
 		return Job{}, fmt.Errorf("job %s: %w", id, err)
 	}
 	p := Progress{
-		Total:     int(r.TotalTasks),
+		Total:     int(r.ExactTotal),
 		Completed: int(r.DoneCompleted),
 		Failed:    int(r.DoneFailed),
 		Skipped:   int(r.DoneSkipped),
@@ -282,7 +347,8 @@ func (q *Queue) ResumeJob(ctx context.Context, id string) error {
 }
 
 // CancelJob ends a job: its pending tasks become skipped and are never
-// claimed; running ones may still finish and record their results.
+// claimed; running ones may still finish and record their results. Pages
+// enqueued into it from now on are refused.
 func (q *Queue) CancelJob(ctx context.Context, id string) error {
 	if err := checkID("id", id); err != nil {
 		return err
@@ -291,8 +357,10 @@ func (q *Queue) CancelJob(ctx context.Context, id string) error {
 		if err := q.transition(ctx, tx, id, JobCancelled, JobPending, JobRunning, JobPaused); err != nil {
 			return err
 		}
-		_, err := q.q.TaskSkipPending(ctx, tx, id)
-		return err
+		if _, err := q.q.TaskSkipPending(ctx, tx, id); err != nil {
+			return err
+		}
+		return q.q.JobAdmissionsClose(ctx, tx, []string{id})
 	})
 	if err != nil {
 		return fmt.Errorf("cancel job %s: %w", id, err)

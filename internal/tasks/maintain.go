@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/blue-banded-bee/taskq/gen"
 )
 
@@ -51,9 +53,9 @@ type MaintenanceReport struct {
 // Maintain does the queue's periodic work, in this order: rescue tasks whose
 // lease expired, complete running jobs that have nothing left to run, skip
 // tasks handed back into cancelled jobs, deal pending tasks stranded on
-// shards a concurrency change removed, and fold the tallies into the jobs
-// rows (once per job, however many
-// tasks finished), retiring finished jobs' shards. Run it every second or so
+// shards a concurrency change removed, fold the tallies and admission slots
+// into the jobs rows (once per job, however many tasks finished or were
+// added), and retire finished jobs' shards. Run it every second or so
 // from one or more processes; each step is safe to run concurrently.
 func (q *Queue) Maintain(ctx context.Context) (MaintenanceReport, error) {
 	var rep MaintenanceReport
@@ -67,12 +69,24 @@ func (q *Queue) Maintain(ctx context.Context) (MaintenanceReport, error) {
 			break
 		}
 	}
-	err := q.run(ctx, func(db gen.DBTX) error {
-		finished, err := q.q.JobFinishDrained(ctx, db, q.now())
-		if err != nil {
-			return fmt.Errorf("finish drained jobs: %w", err)
+	// See JobLockDrained: the jobs are locked against enqueues in one
+	// statement and completed in the next, whose snapshot comes after the
+	// locks.
+	err := q.tx(ctx, func(tx pgx.Tx) error {
+		drained, err := q.q.JobLockDrained(ctx, tx)
+		if err != nil || len(drained) == 0 {
+			return err
 		}
-		rep.Finished = finished
+		rep.Finished, err = q.q.JobFinishDrained(ctx, tx, gen.JobFinishDrainedParams{Now: q.now(), Ids: drained})
+		if err != nil || len(rep.Finished) == 0 {
+			return err
+		}
+		return q.q.JobAdmissionsClose(ctx, tx, rep.Finished)
+	})
+	if err != nil {
+		return rep, fmt.Errorf("finish drained jobs: %w", err)
+	}
+	err = q.run(ctx, func(db gen.DBTX) error {
 		if _, err := q.q.JobSweepCancelled(ctx, db); err != nil {
 			return fmt.Errorf("sweep cancelled jobs: %w", err)
 		}

@@ -20,50 +20,57 @@ VALUES (
 )
 RETURNING *;
 
--- name: JobLockForEnqueue :one
--- The first statement of the enqueue transaction: locks the job's row, so
--- that TaskEnqueue's snapshot, taken after the lock is held, sees every
--- task an earlier batch of the same job added (a snapshot taken before
--- waiting for the lock would count them as new and skip admissible pages
--- under max_pages). Relies on jobs_pkey.
-SELECT status FROM jobs WHERE id = sqlc.arg(id)::text FOR UPDATE;
-
 -- name: PageUpsertMany :exec
--- Creates the pages of a batch that the domain does not have yet. Relies on
--- pages_domain_id_path_key. Runs in the enqueue transaction before
--- TaskEnqueue, whose own snapshot then sees every page, including one another
--- transaction inserted meanwhile (ON CONFLICT waited for it).
+-- Creates the pages of a batch that the domain does not have yet, if the job
+-- can take pages, before TaskEnqueue, whose own snapshot then sees every
+-- page. Most links of a
+-- crawl point at pages that exist: those are read (pages_domain_id_path_key),
+-- not written, so they wait on nobody. New ones are inserted in path order,
+-- so that two enqueues of overlapping batches cannot deadlock; ON CONFLICT
+-- waits for a concurrent insert of the same path, a statement's length.
 INSERT INTO pages (domain_id, path)
 SELECT j.domain_id, p.path
 FROM jobs j, unnest(sqlc.arg(paths)::text[]) AS p(path)
 WHERE j.id = sqlc.arg(job_id)::text
+  AND j.status IN ('pending', 'running', 'paused', 'completed')
+  AND NOT EXISTS (SELECT 1 FROM pages e WHERE e.domain_id = j.domain_id AND e.path = p.path)
 ORDER BY p.path
 ON CONFLICT (domain_id, path) DO NOTHING;
 
 -- name: TaskEnqueue :one
--- Adds a batch of pages to a job as tasks in one statement: duplicates within
--- the batch and pages the job already has are dropped (tasks_job_id_page_id_key),
--- pages beyond max_pages are recorded as 'skipped', tasks are dealt to the
--- job's shards, and the job's total and skipped counts move once per batch.
--- The job row is locked so two batches of one job count max_pages
--- correctly; claims never lock it, so they go on. A pending job starts
--- running; a completed one is reopened (a crawl finds pages as it goes, and
--- its queue may drain between batches), which recreates its shards
--- (jobs_sync_shards). Relies on pages_domain_id_path_key and
--- tasks_job_id_page_id_key. Notifies idle workers when it adds pending tasks.
+-- Adds a batch of pages to a job as tasks, in one statement, without locking
+-- or writing the jobs row (but to start or reopen the job). Pages the job
+-- already has are dropped (read through tasks_job_id_page_id_key before any
+-- write). The statement locks one of the job's admission slots with SKIP
+-- LOCKED, one with quota left if it can: new pages up to the slot's quota
+-- become pending tasks, dealt round-robin over the job's shards in priority
+-- order; when no slot of the job has quota left, they are recorded as
+-- skipped. What it could not place (no free slot with quota at that
+-- instant, or a concurrent enqueue inserting the same page) comes back as
+-- deferred, for the caller to send again. Inserts go in page order, so
+-- overlapping enqueues cannot deadlock. A pending job starts running; a
+-- completed one is reopened (jobs_sync_shards gives it shards again).
+-- Notifies idle workers when it adds pending tasks.
 WITH job AS (
-    SELECT
-        id,
-        domain_id,
-        status,
-        max_pages,
-        total_tasks - skipped_tasks AS admitted,
-        -- What jobs_sync_shards keeps, not the rows there now: a completed
-        -- job being reopened has none until this statement makes it running.
-        job_shard_count(concurrency) AS shards
+    SELECT id, domain_id, status, job_shard_count(concurrency) AS shards
     FROM jobs
     WHERE id = sqlc.arg(job_id)::text
-    FOR UPDATE
+),
+slot AS (
+    SELECT a.job_id, a.slot, a.quota, a.dealt
+    FROM job_admissions a
+    WHERE a.job_id = sqlc.arg(job_id)::text
+    ORDER BY (a.quota IS NULL OR a.quota > 0) DESC,
+             (a.slot + sqlc.arg(start)::integer) % job_admission_slots()
+    LIMIT 1
+    FOR NO KEY UPDATE OF a SKIP LOCKED
+),
+exhausted AS (
+    -- Quotas only shrink, so a quota spent in this snapshot is spent.
+    SELECT NOT EXISTS (
+        SELECT 1 FROM job_admissions a
+        WHERE a.job_id = sqlc.arg(job_id)::text AND (a.quota IS NULL OR a.quota > 0)
+    ) AS spent
 ),
 input AS (
     SELECT DISTINCT ON (u.path) u.path, u.priority, u.ord
@@ -75,33 +82,39 @@ input AS (
     ) u
     ORDER BY u.path, u.ord
 ),
-fresh AS (
-    SELECT
-        p.id AS page_id,
-        i.path,
-        i.priority,
-        row_number() OVER (ORDER BY i.priority DESC, i.ord) AS rank
+known AS (
+    SELECT i.path, i.priority, i.ord, p.id AS page_id,
+           EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id) AS queued
     FROM input i
     JOIN job ON job.status IN ('pending', 'running', 'paused', 'completed')
     JOIN pages p ON p.domain_id = job.domain_id AND p.path = i.path
-    WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id)
+),
+fresh AS (
+    SELECT k.page_id, k.path, k.priority,
+           row_number() OVER (ORDER BY k.priority DESC, k.ord) AS rank
+    FROM known k
+    WHERE NOT k.queued
+),
+placed AS (
+    SELECT f.*,
+           CASE WHEN slot.quota IS NULL OR f.rank <= slot.quota THEN 'pending'::task_status
+                WHEN exhausted.spent THEN 'skipped'::task_status END AS status
+    FROM fresh f, slot, exhausted
 ),
 inserted AS (
     INSERT INTO tasks (job_id, page_id, path, priority_score, status, shard)
     SELECT
         job.id,
-        f.page_id,
-        f.path,
-        f.priority,
-        CASE WHEN job.max_pages > 0 AND job.admitted + f.rank > job.max_pages
-             THEN 'skipped'::task_status ELSE 'pending'::task_status END,
-        -- Dealt round-robin in priority order, so every shard holds a fair
-        -- share of the best tasks.
-        ((job.admitted + f.rank - 1) % greatest(job.shards, 1))::smallint
-    FROM fresh f, job
-    ORDER BY f.rank
+        p.page_id,
+        p.path,
+        p.priority,
+        p.status,
+        ((slot.dealt + slot.slot + p.rank - 1) % greatest(job.shards, 1))::smallint
+    FROM placed p, job, slot
+    WHERE p.status IS NOT NULL
+    ORDER BY p.page_id
     ON CONFLICT (job_id, page_id) DO NOTHING
-    RETURNING status
+    RETURNING page_id, status
 ),
 added AS (
     SELECT
@@ -110,18 +123,25 @@ added AS (
     FROM inserted
 ),
 counted AS (
+    UPDATE job_admissions a
+    SET quota = a.quota - d.pending,
+        added = a.added + d.pending + d.skipped,
+        skipped = a.skipped + d.skipped,
+        dealt = a.dealt + d.pending
+    FROM slot, added d
+    WHERE a.job_id = slot.job_id AND a.slot = slot.slot
+      AND d.pending + d.skipped > 0
+    RETURNING a.slot
+),
+started AS (
     UPDATE jobs j
-    SET total_tasks = j.total_tasks + a.pending + a.skipped,
-        skipped_tasks = j.skipped_tasks + a.skipped,
-        status = CASE WHEN j.status IN ('pending', 'completed') AND a.pending > 0 THEN 'running'::job_status
-                      ELSE j.status END,
-        completed_at = CASE WHEN j.status = 'completed' AND a.pending > 0 THEN NULL ELSE j.completed_at END,
+    SET status = 'running',
         started_at = coalesce(j.started_at, now()),
-        progress = CASE WHEN j.total_tasks + a.pending + a.skipped = 0 THEN 0
-                        ELSE 100.0 * (j.completed_tasks + j.failed_tasks + j.skipped_tasks + a.skipped)
-                             / (j.total_tasks + a.pending + a.skipped) END
-    FROM added a, job
-    WHERE j.id = job.id AND job.status IN ('pending', 'running', 'paused', 'completed')
+        completed_at = NULL
+    FROM added d
+    WHERE j.id = sqlc.arg(job_id)::text
+      AND j.status IN ('pending', 'completed')
+      AND d.pending > 0
     RETURNING j.status
 ),
 -- Delivered at commit; one notification per batch, not per task.
@@ -130,18 +150,31 @@ notified AS (
     FROM job, added a
     WHERE a.pending > 0
 )
+-- counted and started run to completion though nothing reads them.
 SELECT
     job.status AS job_status,
     a.pending,
     a.skipped,
-    (SELECT count(*) FROM notified) > 0 AS notified
+    (SELECT count(*) FROM known WHERE queued)::integer AS duplicates,
+    -- Sent, new to the job, and not inserted by this statement.
+    coalesce((
+        SELECT array_agg(k.path ORDER BY k.ord)
+        FROM known k
+        WHERE NOT k.queued
+          AND k.page_id NOT IN (SELECT page_id FROM inserted)
+    ), '{}')::text[] AS deferred,
+    (SELECT count(*) FROM notified) > 0 AS notified,
+    -- A completed job's slots are retired: JobAdmissionsOpen gives it new ones.
+    EXISTS (SELECT 1 FROM job_admissions s WHERE s.job_id = job.id) AS has_slots
 FROM job, added a;
 
 -- name: JobProgressGet :one
--- A job with its exact progress. Relies on jobs_pkey, job_shards_pkey and
--- job_tallies_pkey (through job_progress).
+-- A job with its exact progress (the jobs row's counters lag until the
+-- roll-up). Relies on jobs_pkey, job_shards_pkey, job_tallies_pkey and
+-- job_admissions_pkey (through job_progress).
 SELECT
     j.*,
+    p.total_tasks AS exact_total,
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
     p.skipped_tasks AS done_skipped,
@@ -178,25 +211,57 @@ WITH skipped AS (
 counted AS (
     UPDATE jobs
     SET skipped_tasks = skipped_tasks + (SELECT count(*) FROM skipped),
-        progress = CASE WHEN total_tasks = 0 THEN 0
-                        ELSE 100.0 * (completed_tasks + failed_tasks + skipped_tasks
-                                      + (SELECT count(*) FROM skipped)) / total_tasks END
+        progress = job_percent_done(total_tasks,
+                                    completed_tasks + failed_tasks + skipped_tasks + (SELECT count(*)::integer FROM skipped))
     WHERE id = sqlc.arg(job_id)::text
     RETURNING 1
 )
 SELECT count(*)::integer AS skipped FROM skipped;
 
+-- name: JobLockDrained :many
+-- The first statement of finishing drained jobs: the running jobs (those
+-- with shards) that have nothing pending or running, with every one of
+-- their admission slots locked, so that no enqueue adds to them until the
+-- transaction ends (a job an enqueue holds a slot of right now is passed
+-- over). Each job is one probe of idx_tasks_job_id_status that stops at the
+-- first unfinished task: a scalar subquery ordered by the index's column
+-- (NOT EXISTS was planned as a hash anti-join over every unfinished task, an
+-- unordered LIMIT 1 as a sequential scan).
+WITH drained AS (
+    SELECT j.id
+    FROM jobs j
+    WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+      AND j.status = 'running'
+      AND (
+          SELECT count(*)
+          FROM (
+              SELECT 1 FROM tasks t
+              WHERE t.job_id = j.id AND t.status IN ('pending', 'running')
+              ORDER BY t.status
+              LIMIT 1
+          ) unfinished
+      ) = 0
+),
+locked AS (
+    SELECT a.job_id
+    FROM job_admissions a
+    WHERE a.job_id IN (SELECT id FROM drained)
+    FOR NO KEY UPDATE OF a SKIP LOCKED
+)
+SELECT l.job_id
+FROM locked l
+GROUP BY l.job_id
+HAVING count(*) = (SELECT count(*) FROM job_admissions a WHERE a.job_id = l.job_id);
+
 -- name: JobFinishDrained :many
--- Marks running jobs that have nothing pending or running as completed. Only
--- jobs with shards are looked at, each with one probe of
--- idx_tasks_job_id_status that stops at the first unfinished task. The probe
--- is a scalar subquery ordered by the index's column: NOT EXISTS was planned
--- as a hash anti-join over every unfinished task, and an unordered LIMIT 1
--- as a sequential scan that expects an early match, which for a drained
--- job (the case this looks for) reads the whole table.
+-- Marks the jobs JobLockDrained locked as completed if they are still
+-- drained in this statement's snapshot, which comes after the locks: every
+-- enqueue into them has committed or waits. JobAdmissionsClose then retires
+-- their slots in the same transaction; an enqueue that comes later finds
+-- the job completed without slots and reopens it.
 UPDATE jobs j
 SET status = 'completed', completed_at = coalesce(sqlc.narg('now')::timestamptz, now())
-WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
+WHERE j.id = ANY(sqlc.arg(ids)::text[])
   AND j.status = 'running'
   AND (
       SELECT count(*)
@@ -209,15 +274,42 @@ WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
   ) = 0
 RETURNING j.id;
 
+-- name: JobAdmissionsClose :exec
+-- Retires the admission slots of jobs that take no more pages (completed or
+-- cancelled), moving what they counted into the jobs rows, and keeps
+-- job_admissions as small as the set of live jobs. The delete waits for an
+-- enqueue statement holding a slot and returns the slot as that statement
+-- left it; an enqueue that comes later finds no slot. Relies on
+-- job_admissions_pkey and jobs_pkey.
+WITH retired AS (
+    DELETE FROM job_admissions a
+    WHERE a.job_id = ANY(sqlc.arg(ids)::text[])
+    RETURNING a.job_id, a.added, a.skipped
+),
+per_job AS (
+    SELECT job_id, sum(added)::integer AS added, sum(skipped)::integer AS skipped
+    FROM retired
+    GROUP BY job_id
+)
+UPDATE jobs j
+SET total_tasks = j.total_tasks + p.added,
+    skipped_tasks = j.skipped_tasks + p.skipped,
+    progress = job_percent_done(
+        j.total_tasks + p.added,
+        j.completed_tasks + j.failed_tasks + j.skipped_tasks + p.skipped)
+FROM per_job p
+WHERE j.id = p.job_id;
+
 -- name: JobRollUp :many
--- Moves the outcomes the tallies gathered into the jobs rows (once per job,
--- not per task) and recomputes progress. SKIP LOCKED: a tally that a
--- finishing worker holds right now is left for the next pass, so the roll-up
--- never waits on workers, and a worker waits at most for this short
--- statement (waiting, the roll-up held the tallies it had locked for as long
--- as the finish it waited on: 13 ms waits in the load test). Progress stays
--- exact meanwhile: job_progress adds the tallies to the jobs rows. Relies on
--- job_tallies_pkey and jobs_pkey.
+-- Moves the outcomes the tallies gathered, and the tasks the admission slots
+-- added, into the jobs rows (once per job, not per task) and recomputes
+-- progress. SKIP LOCKED: a tally that a finishing worker holds right now, or
+-- a slot an enqueue holds, is left for the next pass, so the roll-up never
+-- waits on workers, and a worker waits at most for this short statement
+-- (waiting, the roll-up held the tallies it had locked for as long as the
+-- finish it waited on: 13 ms waits in the load test). Progress stays exact
+-- meanwhile: job_progress adds the tallies and slots to the jobs rows.
+-- Relies on job_tallies_pkey, job_admissions_pkey and jobs_pkey.
 WITH locked AS (
     SELECT r.job_id, r.shard, r.completed, r.failed
     FROM job_tallies r
@@ -229,22 +321,51 @@ moved AS (
     SET completed = 0, failed = 0
     FROM locked l
     WHERE r.job_id = l.job_id AND r.shard = l.shard
-    RETURNING l.job_id, l.completed, l.failed
+    RETURNING l.job_id, l.completed, l.failed, 0 AS added, 0 AS skipped
+),
+admitted AS (
+    SELECT a.job_id, a.slot, a.added, a.skipped
+    FROM job_admissions a
+    WHERE a.added > 0 OR a.skipped > 0
+    FOR NO KEY UPDATE OF a SKIP LOCKED
+),
+moved_admitted AS (
+    UPDATE job_admissions a
+    SET added = 0, skipped = 0
+    FROM admitted l
+    WHERE a.job_id = l.job_id AND a.slot = l.slot
+    RETURNING l.job_id, 0 AS completed, 0 AS failed, l.added, l.skipped
 ),
 per_job AS (
-    SELECT job_id, sum(completed)::integer AS completed, sum(failed)::integer AS failed
-    FROM moved
+    SELECT job_id,
+           sum(completed)::integer AS completed,
+           sum(failed)::integer AS failed,
+           sum(added)::integer AS added,
+           sum(skipped)::integer AS skipped
+    FROM (SELECT * FROM moved UNION ALL SELECT * FROM moved_admitted) m
     GROUP BY job_id
 )
 UPDATE jobs j
 SET completed_tasks = j.completed_tasks + p.completed,
     failed_tasks = j.failed_tasks + p.failed,
-    progress = CASE WHEN j.total_tasks = 0 THEN 0
-                    ELSE 100.0 * (j.completed_tasks + p.completed + j.failed_tasks + p.failed
-                                  + j.skipped_tasks) / j.total_tasks END
+    total_tasks = j.total_tasks + p.added,
+    skipped_tasks = j.skipped_tasks + p.skipped,
+    progress = job_percent_done(
+        j.total_tasks + p.added,
+        j.completed_tasks + p.completed + j.failed_tasks + p.failed + j.skipped_tasks + p.skipped)
 FROM per_job p
 WHERE j.id = p.job_id
 RETURNING j.id;
+
+-- name: JobAdmissionsOpen :exec
+-- Gives a job that can take pages its admission slots again, with quotas of
+-- what is left of its max_pages: a completed job's slots were retired, and
+-- an enqueue that reopens it comes here first. Relies on jobs_pkey and
+-- job_admissions_pkey.
+SELECT job_admissions_spread(j.id)
+FROM jobs j
+WHERE j.id = sqlc.arg(job_id)::text
+  AND j.status IN ('pending', 'running', 'paused', 'completed');
 
 -- name: JobShardsRetire :many
 -- Deletes the shards (and, by cascade, tallies) of finished jobs once nothing
@@ -298,8 +419,7 @@ WITH skipped AS (
 )
 UPDATE jobs j
 SET skipped_tasks = j.skipped_tasks + s.n,
-    progress = CASE WHEN j.total_tasks = 0 THEN 0
-                    ELSE 100.0 * (j.completed_tasks + j.failed_tasks + j.skipped_tasks + s.n) / j.total_tasks END
+    progress = job_percent_done(j.total_tasks, j.completed_tasks + j.failed_tasks + j.skipped_tasks + s.n)
 FROM (SELECT job_id, count(*)::integer AS n FROM skipped GROUP BY job_id) s
 WHERE j.id = s.job_id
 RETURNING j.id;
