@@ -9,6 +9,7 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/jackc/pgxlisten v0.0.0-20250802141604-12b92425684c
 	github.com/peterldowns/pgtestdb v0.1.1
+	golang.org/x/net v0.52.0
 )
 
 require (

@@ -77,7 +77,7 @@ func (q *Queries) JobAdmissionsOpen(ctx context.Context, db DBTX, jobID string) 
 }
 
 const jobCreate = `-- name: JobCreate :one
-INSERT INTO jobs (id, domain_id, user_id, organisation_id, concurrency, max_pages, max_retries)
+INSERT INTO jobs (id, domain_id, user_id, organisation_id, concurrency, max_pages, max_retries, find_links)
 VALUES (
     coalesce($1::text, gen_random_uuid()::text),
     $2::integer,
@@ -85,9 +85,10 @@ VALUES (
     $4::uuid,
     $5::integer,
     $6::integer,
-    $7::integer
+    $7::integer,
+    $8::boolean
 )
-RETURNING id, domain_id, user_id, organisation_id, status, concurrency, max_pages, total_tasks, completed_tasks, failed_tasks, skipped_tasks, progress, created_at, started_at, completed_at, error_message, max_retries
+RETURNING id, domain_id, user_id, organisation_id, status, concurrency, max_pages, total_tasks, completed_tasks, failed_tasks, skipped_tasks, progress, created_at, started_at, completed_at, error_message, max_retries, find_links
 `
 
 type JobCreateParams struct {
@@ -98,9 +99,11 @@ type JobCreateParams struct {
 	Concurrency    int32
 	MaxPages       int32
 	MaxRetries     int32
+	FindLinks      bool
 }
 
-// Creates a job; the jobs_sync_shards trigger gives it its shards.
+// Creates a job; the jobs_sync_shards and jobs_sync_admissions triggers give
+// it its shards and admission slots.
 func (q *Queries) JobCreate(ctx context.Context, db DBTX, arg JobCreateParams) (Job, error) {
 	row := db.QueryRow(ctx, jobCreate,
 		arg.ID,
@@ -110,6 +113,7 @@ func (q *Queries) JobCreate(ctx context.Context, db DBTX, arg JobCreateParams) (
 		arg.Concurrency,
 		arg.MaxPages,
 		arg.MaxRetries,
+		arg.FindLinks,
 	)
 	var i Job
 	err := row.Scan(
@@ -130,6 +134,7 @@ func (q *Queries) JobCreate(ctx context.Context, db DBTX, arg JobCreateParams) (
 		&i.CompletedAt,
 		&i.ErrorMessage,
 		&i.MaxRetries,
+		&i.FindLinks,
 	)
 	return i, err
 }
@@ -239,7 +244,7 @@ func (q *Queries) JobLockDrained(ctx context.Context, db DBTX) ([]string, error)
 
 const jobProgressGet = `-- name: JobProgressGet :one
 SELECT
-    j.id, j.domain_id, j.user_id, j.organisation_id, j.status, j.concurrency, j.max_pages, j.total_tasks, j.completed_tasks, j.failed_tasks, j.skipped_tasks, j.progress, j.created_at, j.started_at, j.completed_at, j.error_message, j.max_retries,
+    j.id, j.domain_id, j.user_id, j.organisation_id, j.status, j.concurrency, j.max_pages, j.total_tasks, j.completed_tasks, j.failed_tasks, j.skipped_tasks, j.progress, j.created_at, j.started_at, j.completed_at, j.error_message, j.max_retries, j.find_links,
     p.total_tasks AS exact_total,
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
@@ -268,6 +273,7 @@ type JobProgressGetRow struct {
 	CompletedAt    *time.Time
 	ErrorMessage   *string
 	MaxRetries     int32
+	FindLinks      bool
 	ExactTotal     int32
 	DoneCompleted  int32
 	DoneFailed     int32
@@ -299,6 +305,7 @@ func (q *Queries) JobProgressGet(ctx context.Context, db DBTX, id string) (JobPr
 		&i.CompletedAt,
 		&i.ErrorMessage,
 		&i.MaxRetries,
+		&i.FindLinks,
 		&i.ExactTotal,
 		&i.DoneCompleted,
 		&i.DoneFailed,

@@ -174,6 +174,8 @@ type Job struct {
 	CompletedAt    *time.Time
 	ErrorMessage   *string
 	MaxRetries     int32
+	// Workers add the same-domain links of each fetched page to the job.
+	FindLinks bool
 }
 
 // Per job slot: what is left of max_pages to admit, and tasks added and skipped since the last roll-up into jobs. Enqueues lock one slot with SKIP LOCKED.

@@ -4,66 +4,92 @@
 package crawl
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"hash/fnv"
 	"io"
+	"mime"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/net/html"
 
 	"github.com/blue-banded-bee/taskq/internal/tasks"
 )
 
 // Fetcher fetches https://<job's domain><task path> and records the status,
-// timing, cache status and headers. It implements worker.Handler.
+// timing, cache status and headers. For a job that follows links
+// (find_links), it also returns the page's links to the same domain with the
+// result (see Links). It implements worker.Handler.
 type Fetcher struct {
 	// Client does the requests; its Timeout bounds each fetch. Default: a
 	// client with a 30s timeout that does not follow redirects.
 	Client *http.Client
 	// Scheme is "https" (default) or "http".
 	Scheme string
-	// Domains maps a job id to its domain.
+	// Domains maps a job id to its domain and whether it follows links.
 	Domains *DomainCache
 }
 
-// DomainCache looks up and remembers each job's domain name.
+// DomainCache looks up and remembers each job's domain name and whether the
+// job follows links.
 type DomainCache struct {
-	pool  *pgxpool.Pool
-	mu    sync.Mutex
-	names map[string]string
+	pool *pgxpool.Pool
+	mu   sync.Mutex
+	jobs map[string]JobSite
+}
+
+// JobSite is what the fetcher needs to know of a task's job.
+type JobSite struct {
+	Domain    string
+	FindLinks bool
 }
 
 // NewDomainCache returns a cache reading from pool.
 func NewDomainCache(pool *pgxpool.Pool) *DomainCache {
-	return &DomainCache{pool: pool, names: map[string]string{}}
+	return &DomainCache{pool: pool, jobs: map[string]JobSite{}}
+}
+
+// Job returns the domain of a job and whether it follows links.
+func (c *DomainCache) Job(ctx context.Context, jobID string) (JobSite, error) {
+	c.mu.Lock()
+	site, ok := c.jobs[jobID]
+	c.mu.Unlock()
+	if ok {
+		return site, nil
+	}
+	err := c.pool.QueryRow(ctx,
+		"SELECT d.name, j.find_links FROM jobs j JOIN domains d ON d.id = j.domain_id WHERE j.id = $1",
+		jobID).Scan(&site.Domain, &site.FindLinks)
+	if err != nil {
+		return JobSite{}, fmt.Errorf("domain of job %s: %w", jobID, err)
+	}
+	c.mu.Lock()
+	c.jobs[jobID] = site
+	c.mu.Unlock()
+	return site, nil
 }
 
 // Domain returns the domain name of a job.
 func (c *DomainCache) Domain(ctx context.Context, jobID string) (string, error) {
-	c.mu.Lock()
-	name, ok := c.names[jobID]
-	c.mu.Unlock()
-	if ok {
-		return name, nil
-	}
-	err := c.pool.QueryRow(ctx,
-		"SELECT d.name FROM jobs j JOIN domains d ON d.id = j.domain_id WHERE j.id = $1", jobID).Scan(&name)
-	if err != nil {
-		return "", fmt.Errorf("domain of job %s: %w", jobID, err)
-	}
-	c.mu.Lock()
-	c.names[jobID] = name
-	c.mu.Unlock()
-	return name, nil
+	site, err := c.Job(ctx, jobID)
+	return site.Domain, err
 }
+
+// MaxLinkBody bounds how much of a page the fetcher parses for links; the
+// rest is read and discarded.
+const MaxLinkBody = 5 << 20
 
 // Handle fetches the task's page.
 func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.Result {
-	domain, err := f.Domains.Domain(ctx, t.JobID)
+	site, err := f.Domains.Job(ctx, t.JobID)
 	if err != nil {
 		return tasks.Result{Err: err}
 	}
@@ -78,7 +104,7 @@ func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+domain+t.Path, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+site.Domain+t.Path, nil)
 	if err != nil {
 		return tasks.Result{Err: err, Permanent: true}
 	}
@@ -89,7 +115,19 @@ func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 		return tasks.Result{Err: err}
 	}
 	defer resp.Body.Close()
-	n, err := io.Copy(io.Discard, resp.Body)
+	var body bytes.Buffer
+	var n int64
+	parse := site.FindLinks && resp.StatusCode < 300 && isHTML(resp.Header.Get("Content-Type"))
+	if parse {
+		n, err = io.Copy(&body, io.LimitReader(resp.Body, MaxLinkBody))
+		if err == nil {
+			var rest int64
+			rest, err = io.Copy(io.Discard, resp.Body)
+			n += rest
+		}
+	} else {
+		n, err = io.Copy(io.Discard, resp.Body)
+	}
 	res := tasks.Result{
 		StatusCode:    resp.StatusCode,
 		ResponseTime:  time.Since(start),
@@ -104,7 +142,94 @@ func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 	if resp.StatusCode >= 500 {
 		res.Err = fmt.Errorf("server error: %s", resp.Status)
 	}
+	if parse && res.Err == nil {
+		for _, p := range Links(req.URL, &body) {
+			// A page's links rank below it, so a crawl goes breadth first.
+			res.Links = append(res.Links, tasks.Page{Path: p, Priority: t.PriorityScore * 0.9})
+		}
+	}
 	return res
+}
+
+func isHTML(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "text/html" || mt == "application/xhtml+xml")
+}
+
+// MaxLinks bounds how many links Links returns for one page.
+const MaxLinks = 1000
+
+// Links returns the paths (with their query, without the fragment) of the
+// distinct links in an HTML page that point at the page's own host: <a>,
+// <area> and <link rel=alternate> hrefs, resolved against the page's URL or
+// its <base href>, in the order they appear, at most MaxLinks. Links to
+// other hosts or schemes (mailto:, javascript:), links marked rel=nofollow,
+// and paths the queue could not store are dropped.
+func Links(page *url.URL, body io.Reader) []string {
+	base := page
+	seen := map[string]bool{}
+	var out []string
+	z := html.NewTokenizer(body)
+	for len(out) < MaxLinks {
+		tt := z.Next()
+		if tt == html.ErrorToken {
+			break
+		}
+		if tt != html.StartTagToken && tt != html.SelfClosingTagToken {
+			continue
+		}
+		name, hasAttr := z.TagName()
+		if !hasAttr {
+			continue
+		}
+		tag := string(name)
+		if tag != "a" && tag != "area" && tag != "link" && tag != "base" {
+			continue
+		}
+		var href, rel string
+		for {
+			k, v, more := z.TagAttr()
+			switch string(k) {
+			case "href":
+				href = strings.TrimSpace(string(v))
+			case "rel":
+				rel = strings.ToLower(string(v))
+			}
+			if !more {
+				break
+			}
+		}
+		if href == "" {
+			continue
+		}
+		if tag == "base" {
+			if u, err := page.Parse(href); err == nil {
+				base = u
+			}
+			continue
+		}
+		if slices.Contains(strings.Fields(rel), "nofollow") ||
+			(tag == "link" && !slices.Contains(strings.Fields(rel), "alternate")) {
+			continue
+		}
+		u, err := base.Parse(href)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, page.Host) {
+			continue
+		}
+		p := u.EscapedPath()
+		if p == "" {
+			p = "/"
+		}
+		if u.RawQuery != "" {
+			p += "?" + u.RawQuery
+		}
+		if len(p) > tasks.MaxPathLength || !utf8.ValidString(p) || strings.ContainsRune(p, 0) || seen[p] {
+			continue
+		}
+		seen[p] = true
+		out = append(out, p)
+	}
+	return out
 }
 
 // cacheStatus reads the CDN cache verdict from the headers CDNs use.
@@ -129,6 +254,9 @@ type Simulator struct {
 	// FailEvery, when positive, fails one task in FailEvery (by task id), as
 	// a timed-out fetch would.
 	FailEvery int
+	// Site, when set, is the site being crawled: a fetched page's result
+	// carries its links, as Fetcher's does for a job that follows links.
+	Site *Site
 }
 
 // Handle simulates fetching the task's page.
@@ -157,7 +285,17 @@ func (s Simulator) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 	}
 	cache := [...]string{"HIT", "HIT", "HIT", "MISS", "EXPIRED", "DYNAMIC"}[x%6]
 	length := int64(8_000 + x%180_000)
+	var links []tasks.Page
+	if s.Site != nil {
+		// Every page of the site exists, so the crawl can reach them all.
+		status = 200
+
+		for _, p := range s.Site.Links(t.Path) {
+			links = append(links, tasks.Page{Path: p, Priority: t.PriorityScore * 0.9})
+		}
+	}
 	return tasks.Result{
+		Links:         links,
 		StatusCode:    status,
 		ResponseTime:  s.Delay + time.Duration(x%40)*time.Millisecond,
 		CacheStatus:   cache,

@@ -3,12 +3,15 @@ package tasks
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/blue-banded-bee/taskq/gen"
 )
@@ -27,6 +30,13 @@ type Result struct {
 	// job's max_retries, unless Permanent.
 	Err       error
 	Permanent bool
+	// Links are the pages of the job's domain the task found (paths from
+	// "/"). When the task completes they are enqueued into its job in the
+	// same transaction as the outcome, so a completed task's links are never
+	// lost, and a task that dies first finds them again when it runs again.
+	// A failed task's links are not enqueued; links that are not a storable
+	// path are dropped and counted (FinishReport.LinksInvalid).
+	Links []Page
 }
 
 // Outcome is a claimed task with its result.
@@ -51,6 +61,14 @@ type FinishReport struct {
 	Busy []Outcome
 	// Jobs are the jobs of the tasks recorded.
 	Jobs []string
+	// Links counts what the completed tasks' links added to their jobs
+	// (Duplicates: pages the jobs had already); Linked lists the tasks whose
+	// links were written. LinksInvalid were dropped as not a path Enqueue
+	// takes, LinksRefused because the job takes no more pages (cancelled).
+	Links        EnqueueResult
+	Linked       []string
+	LinksInvalid int
+	LinksRefused int
 }
 
 // Complete records a task's success. It returns ErrLeaseLost if the worker
@@ -106,6 +124,12 @@ func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		total.Failed += rep.Failed
 		total.Lost = append(total.Lost, rep.Lost...)
 		total.Jobs = appendNew(total.Jobs, rep.Jobs)
+		total.Links.Pending += rep.Links.Pending
+		total.Links.Skipped += rep.Links.Skipped
+		total.Links.Duplicates += rep.Links.Duplicates
+		total.Linked = append(total.Linked, rep.Linked...)
+		total.LinksInvalid += rep.LinksInvalid
+		total.LinksRefused += rep.LinksRefused
 		outcomes = rep.Busy
 		if len(outcomes) == 0 {
 			return total, nil
@@ -169,14 +193,23 @@ func (q *Queue) finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 	}
 
 	var rows []gen.TaskFinishManyRow
-	err := q.run(ctx, func(db gen.DBTX) (err error) {
+	var rep FinishReport
+	write := func(db gen.DBTX) (err error) {
 		rows, err = q.q.TaskFinishMany(ctx, db, p)
-		return err
-	})
+		if err != nil || !hasLinks(outcomes) {
+			return err
+		}
+		return q.enqueueLinks(ctx, db, outcomes, rows, &rep)
+	}
+	var err error
+	if hasLinks(outcomes) {
+		err = q.tx(ctx, func(tx pgx.Tx) error { return write(tx) })
+	} else {
+		err = q.run(ctx, write)
+	}
 	if err != nil {
 		return FinishReport{}, fmt.Errorf("finish %d tasks: %w", len(outcomes), err)
 	}
-	var rep FinishReport
 	returned := make(map[string]bool, len(rows))
 	busy := map[string]bool{}
 	jobs := map[string]bool{}
@@ -208,6 +241,65 @@ func (q *Queue) finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		}
 	}
 	return rep, nil
+}
+
+func hasLinks(outcomes []Outcome) bool {
+	for _, o := range outcomes {
+		if len(o.Result.Links) > 0 && o.Result.Err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// enqueueLinks enqueues the links of the outcomes TaskFinishMany recorded as
+// completed, in its transaction: one enqueue per job, jobs in id order (so
+// that two finishing processes lock in the same order), each link once.
+func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcome, rows []gen.TaskFinishManyRow, rep *FinishReport) error {
+	completed := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		if gen.TaskStatus(r.Outcome) == gen.TaskStatusCompleted {
+			completed[r.ID] = true
+		}
+	}
+	perJob := map[string][]Page{}
+	seen := map[string]map[string]bool{}
+	for _, o := range outcomes {
+		if !completed[o.Task.ID] || len(o.Result.Links) == 0 {
+			continue
+		}
+		rep.Linked = append(rep.Linked, o.Task.ID)
+		job := o.Task.JobID
+		if seen[job] == nil {
+			seen[job] = map[string]bool{}
+		}
+		for _, l := range o.Result.Links {
+			if !strings.HasPrefix(l.Path, "/") || checkPage("link", l) != nil {
+				rep.LinksInvalid++
+				continue
+			}
+			if seen[job][l.Path] {
+				rep.Links.Duplicates++
+				continue
+			}
+			seen[job][l.Path] = true
+			perJob[job] = append(perJob[job], l)
+		}
+	}
+	for _, job := range slices.Sorted(maps.Keys(perJob)) {
+		res, err := q.enqueue(ctx, db, job, perJob[job])
+		switch {
+		case errors.Is(err, ErrInvalidTransition), errors.Is(err, ErrJobNotFound):
+			rep.LinksRefused += len(perJob[job])
+			continue
+		case err != nil:
+			return fmt.Errorf("enqueue the links found in job %s: %w", job, err)
+		}
+		rep.Links.Pending += res.Pending
+		rep.Links.Skipped += res.Skipped
+		rep.Links.Duplicates += res.Duplicates
+	}
+	return nil
 }
 
 // fillOutcome writes outcome i into the statement's arrays. Absent values are

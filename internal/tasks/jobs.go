@@ -55,6 +55,9 @@ type JobSpec struct {
 	// NoRetries for none.
 	MaxRetries int
 	NoRetries  bool
+	// FindLinks says the job's workers add the links they find on its
+	// pages to it (the crawl discovers its pages as it goes).
+	FindLinks bool
 }
 
 // Job is a job with its exact progress.
@@ -67,6 +70,7 @@ type Job struct {
 	Concurrency    int
 	MaxPages       int
 	MaxRetries     int
+	FindLinks      bool
 	Progress       Progress
 	CreatedAt      time.Time
 	StartedAt      *time.Time
@@ -130,6 +134,7 @@ func (q *Queue) CreateJob(ctx context.Context, spec JobSpec) (Job, error) {
 			Concurrency:    int32(spec.Concurrency),
 			MaxPages:       int32(spec.MaxPages),
 			MaxRetries:     int32(spec.MaxRetries),
+			FindLinks:      spec.FindLinks,
 		})
 		return err
 	})
@@ -322,6 +327,7 @@ func (q *Queue) Job(ctx context.Context, id string) (Job, error) {
 		Concurrency:    int(r.Concurrency),
 		MaxPages:       int(r.MaxPages),
 		MaxRetries:     int(r.MaxRetries),
+		FindLinks:      r.FindLinks,
 		Progress:       p,
 		CreatedAt:      r.CreatedAt,
 		StartedAt:      r.StartedAt,

@@ -68,6 +68,11 @@ type Config struct {
 	// (rescue expired leases, finish drained jobs, roll up progress).
 	// Default 1s; negative disables it (another process does it).
 	MaintainInterval time.Duration
+	// SeenLinks bounds how many link paths the pool remembers having
+	// written (per job, over all jobs), to drop the links a crawl finds on
+	// every page before they cost a statement. Default 1,000,000; past it
+	// the pool forgets and starts again.
+	SeenLinks int
 	// ShutdownTimeout is how long running handlers may go on after Run's
 	// context ends before their context is cancelled and their tasks handed
 	// back. Default 30s.
@@ -103,6 +108,9 @@ func (c Config) withDefaults() Config {
 	if c.MaintainInterval == 0 {
 		c.MaintainInterval = time.Second
 	}
+	if c.SeenLinks <= 0 {
+		c.SeenLinks = 1_000_000
+	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
@@ -125,6 +133,8 @@ type Pool struct {
 	held   map[string]tasks.Task
 
 	outcomes chan outcome
+	// seen is the completer's: links already written, per job.
+	seen *seenLinks
 }
 
 // outcome is a finished task on its way to the completer, or one to hand
@@ -144,6 +154,7 @@ func New(q *tasks.Queue, handler Handler, cfg Config) *Pool {
 		waker:    tasks.NewWaker(),
 		held:     map[string]tasks.Task{},
 		outcomes: make(chan outcome, cfg.CompletionBatch),
+		seen:     newSeenLinks(cfg.SeenLinks),
 	}
 }
 
@@ -426,9 +437,13 @@ func (p *Pool) flush(batch []outcome) {
 		p.unhold(o.Task.ID)
 		if o.release {
 			release = append(release, o.Task)
-		} else {
-			outcomes = append(outcomes, o.Outcome)
+			continue
 		}
+		if n := len(o.Result.Links); n > 0 {
+			o.Result.Links = p.seen.unseen(o.Task.JobID, o.Result.Links)
+			p.stats.foundLinks(n, n-len(o.Result.Links))
+		}
+		outcomes = append(outcomes, o.Outcome)
 	}
 	for attempt := 1; len(outcomes) > 0; attempt++ {
 		var busy []tasks.Outcome
@@ -438,9 +453,11 @@ func (p *Pool) flush(batch []outcome) {
 				// Some rounds were written before the error: the next
 				// attempt writes only the rest.
 				p.stats.finished(rep)
+				p.seen.written(outcomes, rep.Linked)
 				outcomes = rep.Busy
 			}
 			if err == nil {
+				p.seen.written(outcomes, rep.Linked)
 				p.stats.finished(rep)
 				busy = rep.Busy
 				if len(rep.Lost) > 0 {

@@ -26,6 +26,17 @@ type Stats struct {
 	Released   int64
 	Lost       int64
 	Unrecorded int64
+	// Links the handlers returned with completed tasks: LinksSeen were
+	// dropped by the pool as written before; of the rest, the database added
+	// LinksAdded as pending and LinksSkipped past max_pages, and found
+	// LinksDuplicate in their jobs already. LinksDropped were not paths
+	// Enqueue takes, or their job took no more pages.
+	LinksFound     int64
+	LinksSeen      int64
+	LinksAdded     int64
+	LinksSkipped   int64
+	LinksDuplicate int64
+	LinksDropped   int64
 	// Worker time, summed over workers: running handlers, in claim
 	// statements, handing outcomes over, and idle for lack of tasks.
 	Working  time.Duration
@@ -65,6 +76,8 @@ type counters struct {
 	claimLatency                               Histogram
 	completed, retried, failed, released, lost atomic.Int64
 	unrecordedBatches                          atomic.Int64
+	linksFound, linksSeen, linksAdded          atomic.Int64
+	linksSkipped, linksDuplicate, linksDropped atomic.Int64
 	workingNs, claimingNs, handoffNs, idleNs   atomic.Int64
 }
 
@@ -105,6 +118,15 @@ func (c *counters) finished(r tasks.FinishReport) {
 	c.retried.Add(int64(r.Retried))
 	c.failed.Add(int64(r.Failed))
 	c.lost.Add(int64(len(r.Lost)))
+	c.linksAdded.Add(int64(r.Links.Pending))
+	c.linksSkipped.Add(int64(r.Links.Skipped))
+	c.linksDuplicate.Add(int64(r.Links.Duplicates))
+	c.linksDropped.Add(int64(r.LinksInvalid + r.LinksRefused))
+}
+
+func (c *counters) foundLinks(found, seen int) {
+	c.linksFound.Add(int64(found))
+	c.linksSeen.Add(int64(seen))
 }
 
 func (c *counters) handedBack(n, lost int) {
@@ -124,20 +146,26 @@ func (c *counters) snapshot() Stats {
 		elapsed = stopped.Sub(started)
 	}
 	return Stats{
-		Elapsed:      elapsed,
-		Claimed:      c.claimedTasks.Load(),
-		ClaimCalls:   c.claimCalls.Load(),
-		ClaimLatency: c.claimLatency.Summary(),
-		Completed:    c.completed.Load(),
-		Retried:      c.retried.Load(),
-		Failed:       c.failed.Load(),
-		Released:     c.released.Load(),
-		Lost:         c.lost.Load(),
-		Unrecorded:   c.unrecordedBatches.Load(),
-		Working:      time.Duration(c.workingNs.Load()),
-		Claiming:     time.Duration(c.claimingNs.Load()),
-		Handoff:      time.Duration(c.handoffNs.Load()),
-		Idle:         time.Duration(c.idleNs.Load()),
+		Elapsed:        elapsed,
+		Claimed:        c.claimedTasks.Load(),
+		ClaimCalls:     c.claimCalls.Load(),
+		ClaimLatency:   c.claimLatency.Summary(),
+		Completed:      c.completed.Load(),
+		Retried:        c.retried.Load(),
+		Failed:         c.failed.Load(),
+		Released:       c.released.Load(),
+		Lost:           c.lost.Load(),
+		Unrecorded:     c.unrecordedBatches.Load(),
+		LinksFound:     c.linksFound.Load(),
+		LinksSeen:      c.linksSeen.Load(),
+		LinksAdded:     c.linksAdded.Load(),
+		LinksSkipped:   c.linksSkipped.Load(),
+		LinksDuplicate: c.linksDuplicate.Load(),
+		LinksDropped:   c.linksDropped.Load(),
+		Working:        time.Duration(c.workingNs.Load()),
+		Claiming:       time.Duration(c.claimingNs.Load()),
+		Handoff:        time.Duration(c.handoffNs.Load()),
+		Idle:           time.Duration(c.idleNs.Load()),
 	}
 }
 

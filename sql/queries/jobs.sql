@@ -7,8 +7,9 @@ ON CONFLICT (name) DO UPDATE SET name = excluded.name
 RETURNING id;
 
 -- name: JobCreate :one
--- Creates a job; the jobs_sync_shards trigger gives it its shards.
-INSERT INTO jobs (id, domain_id, user_id, organisation_id, concurrency, max_pages, max_retries)
+-- Creates a job; the jobs_sync_shards and jobs_sync_admissions triggers give
+-- it its shards and admission slots.
+INSERT INTO jobs (id, domain_id, user_id, organisation_id, concurrency, max_pages, max_retries, find_links)
 VALUES (
     coalesce(sqlc.narg('id')::text, gen_random_uuid()::text),
     sqlc.arg(domain_id)::integer,
@@ -16,7 +17,8 @@ VALUES (
     sqlc.narg('organisation_id')::uuid,
     sqlc.arg(concurrency)::integer,
     sqlc.arg(max_pages)::integer,
-    sqlc.arg(max_retries)::integer
+    sqlc.arg(max_retries)::integer,
+    sqlc.arg(find_links)::boolean
 )
 RETURNING *;
 

@@ -1,0 +1,94 @@
+package crawl_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/blue-banded-bee/taskq/internal/crawl"
+	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/tasks"
+)
+
+func TestLinks(t *testing.T) {
+	t.Parallel()
+	page, _ := url.Parse("https://example.com/blog/post?x=1")
+	body := `<html><head><link rel="alternate" href="/fr/blog/post"><link rel="stylesheet" href="/style.css"></head>
+	<body>
+	<a href="/about">About</a> <a href="/about">About again</a>
+	<a href="contact#form">relative, with a fragment</a>
+	<a href="https://EXAMPLE.com/caps?q=2">same host in capitals</a>
+	<a href="https://other.example/">another host</a>
+	<a href="//example.com/protocol-relative">protocol-relative</a>
+	<a href="mailto:a@example.com">mail</a> <a href="javascript:void(0)">js</a>
+	<a href="#top">this page</a> <a href="">empty</a>
+	<a rel="nofollow" href="/login">nofollow</a>
+	<area href="/map-area">
+	<a href="/` + strings.Repeat("x", tasks.MaxPathLength) + `">too long</a>
+	<a href="/caf%C3%A9">escaped unicode</a>
+	</body></html>`
+	got := crawl.Links(page, strings.NewReader(body))
+	want := []string{"/fr/blog/post", "/about", "/blog/contact", "/caps?q=2", "/protocol-relative",
+		"/blog/post?x=1", "/map-area", "/caf%C3%A9"}
+	// "#top" resolves to the page itself, which is a link like any other.
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("links (-want +got):\n%s", diff)
+	}
+
+	withBase := crawl.Links(page, strings.NewReader(`<base href="https://example.com/docs/"><a href="intro">x</a>`))
+	if diff := cmp.Diff([]string{"/docs/intro"}, withBase); diff != "" {
+		t.Errorf("links under <base> (-want +got):\n%s", diff)
+	}
+}
+
+// TestFetcherFindsLinks fetches pages of a real local HTTP server for a job
+// that follows links and for one that does not.
+func TestFetcherFindsLinks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	site := &crawl.Site{Pages: 50}
+	srv := httptest.NewServer(site)
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	pool := pgtest.New(t)
+	q := tasks.New(pool, tasks.Config{})
+	follow, err := q.CreateJob(ctx, tasks.JobSpec{Domain: host, FindLinks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixed, err := q.CreateJob(ctx, tasks.JobSpec{Domain: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(pool)}
+
+	res := f.Handle(ctx, tasks.Task{JobID: follow.ID, Path: "/page/7", PriorityScore: 1})
+	if res.Err != nil || res.StatusCode != 200 {
+		t.Fatalf("fetch = %d, %v", res.StatusCode, res.Err)
+	}
+	var got []string
+	for _, l := range res.Links {
+		got = append(got, l.Path)
+		if l.Priority != 0.9 {
+			t.Errorf("link %s has priority %v, want 0.9 (below its page)", l.Path, l.Priority)
+		}
+	}
+	// The site's links, without the other host, mailto:, nofollow; the
+	// fragment link is the page itself.
+	want := append(site.Links("/page/7"), "/page/7")
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("links of a job that follows links (-want +got):\n%s", diff)
+	}
+
+	if res := f.Handle(ctx, tasks.Task{JobID: fixed.ID, Path: "/page/7"}); res.Err != nil || len(res.Links) != 0 {
+		t.Errorf("job that does not follow links: %d links, err %v; want none", len(res.Links), res.Err)
+	}
+	if res := f.Handle(ctx, tasks.Task{JobID: follow.ID, Path: "/missing"}); res.StatusCode != 404 || len(res.Links) != 0 {
+		t.Errorf("a 404 page: status %d, %d links; want 404 and none", res.StatusCode, len(res.Links))
+	}
+}
