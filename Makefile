@@ -29,20 +29,28 @@ lint: ## gofmt, go vet and go mod tidy must leave nothing to change
 	cd tools && $(GO) mod tidy -diff
 	cd bench/river && $(GO) vet ./... && $(GO) mod tidy -diff
 
+.PHONY: test-deps
+test-deps: ## Start the local PostgreSQL and install pgbouncer when missing (make test does this first)
+	scripts/test-deps postgres pgbouncer
+
+# The load test needs only PostgreSQL: it never goes through a pooler.
 .PHONY: loadtest
 loadtest: ## The plan's load test on a local database: before vs after, side by side
+	scripts/test-deps postgres
 	$(GO) run ./cmd/taskq loadtest $(ARGS)
 
 .PHONY: test
-test: verify lint ## Everything CI runs: generated code, lint, and every test against real PostgreSQL
+test: test-deps verify lint ## Everything CI runs: set-up, generated code, lint, and every test against real PostgreSQL
 	$(GO) test -race -timeout 60m ./...
 
 .PHONY: bench
 bench: ## Queue benchmarks: claim/finish rates, generated vs raw pgx, claim latency by queue size
+	scripts/test-deps postgres
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/tasks/
 
 .PHONY: bench-river
 bench-river: ## Burn down the same jobs through River and through taskq's worker pool, side by side
+	scripts/test-deps postgres
 	cd bench/river && $(GO) run . $(ARGS)
 
 .PHONY: vet-sql
@@ -54,5 +62,5 @@ build: ## Build the taskq command into bin/
 	$(GO) build -o bin/taskq ./cmd/taskq
 
 .PHONY: test/short
-test/short: ## Only the Go tests, without the race detector
+test/short: test-deps ## Only the Go tests, without the race detector
 	$(GO) test -timeout 30m ./...

@@ -137,7 +137,8 @@ func (b *Bouncer) Log() string {
 // installHint says how to get the binary; the message of every failure to
 // find it.
 const installHint = "pgbouncer is not installed (looked in PATH and /usr/sbin/pgbouncer): " +
-	"install it with `apt-get install -y pgbouncer` (Debian/Ubuntu; CI's .ci/run does this). " +
+	"run `make test-deps` (which `make test` runs first: it installs Debian's pgbouncer as root or with sudo), " +
+	"or install it yourself with `sudo apt-get install -y pgbouncer`. " +
 	"The pooler tests need a real PgBouncer in transaction mode and do not skip without one"
 
 // Binary returns the path of the pgbouncer binary: the one in PATH, else
