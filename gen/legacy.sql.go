@@ -97,6 +97,19 @@ func (q *Queries) LegacyTaskComplete(ctx context.Context, db DBTX, arg LegacyTas
 	return result.RowsAffected(), nil
 }
 
+const legacyTaskCountByJob = `-- name: LegacyTaskCountByJob :one
+SELECT count(*)::integer FROM tasks WHERE job_id = $1::text
+`
+
+// The old enqueue, step 1: count the job's tasks to check max_pages, once per
+// call, a scan of the job's tasks.
+func (q *Queries) LegacyTaskCountByJob(ctx context.Context, db DBTX, jobID string) (int32, error) {
+	row := db.QueryRow(ctx, legacyTaskCountByJob, jobID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const legacyTaskFail = `-- name: LegacyTaskFail :execrows
 UPDATE tasks
 SET status = 'failed', completed_at = now(), error = $1::text

@@ -1,6 +1,9 @@
 // Package loadtest reproduces the plan's 2025-10-24 load test (41,893 tasks
 // across 6 jobs by default) on fresh databases, once per mode, and measures
-// each the same way:
+// each the same way. Each mode runs in two workloads: every page enqueued up
+// front, and (+discover) a crawl of synthetic sites (crawl.Site) that knows
+// only their sitemaps and adds the 30 links of every page it fetches, as the
+// service's crawls do:
 //
 //   - before: the schema as production had it (no foreign-key indexes, bare
 //     auth.uid() policies, the per-task job counter trigger) and the old
@@ -8,6 +11,11 @@
 //   - after: every migration, workers claiming one task each with
 //     ClaimNextTask (FOR UPDATE SKIP LOCKED), outcomes written in batches;
 //   - after-batch: every migration, one fetcher claiming batches.
+//
+// In the +discover modes the old code enqueues each page's links as the
+// application did (a count of the job's tasks, then one insert per link, the
+// counter trigger firing per row); the new one writes them with the
+// outcomes, through admission slots.
 //
 // Lock waits are measured twice: by sampling pg_locks (waitstart) every
 // 10 ms, and from the server's own lock-wait log (log_lock_waits with
@@ -45,15 +53,20 @@ import (
 // Mode is one way of running the load.
 type Mode string
 
-// The modes, in the order they run.
+// The modes, in the order they run. The +discover modes crawl sites whose
+// pages are found as the crawl goes (see Config.Tasks); the others enqueue
+// every page up front.
 const (
-	ModeBefore     Mode = "before"
-	ModeAfter      Mode = "after"
-	ModeAfterBatch Mode = "after-batch"
+	ModeBefore             Mode = "before"
+	ModeAfter              Mode = "after"
+	ModeAfterBatch         Mode = "after-batch"
+	ModeBeforeDiscover     Mode = "before+discover"
+	ModeAfterDiscover      Mode = "after+discover"
+	ModeAfterBatchDiscover Mode = "after-batch+discover"
 )
 
-// AllModes are every mode, before first.
-var AllModes = []Mode{ModeBefore, ModeAfter, ModeAfterBatch}
+// AllModes are every mode, each workload's before first.
+var AllModes = []Mode{ModeBefore, ModeAfter, ModeAfterBatch, ModeBeforeDiscover, ModeAfterDiscover, ModeAfterBatchDiscover}
 
 // ParseMode accepts a mode's name.
 func ParseMode(s string) (Mode, error) {
@@ -62,8 +75,19 @@ func ParseMode(s string) (Mode, error) {
 			return m, nil
 		}
 	}
-	return "", fmt.Errorf("unknown mode %q: want one of before, after, after-batch", s)
+	names := make([]string, len(AllModes))
+	for i, m := range AllModes {
+		names[i] = string(m)
+	}
+	return "", fmt.Errorf("unknown mode %q: want one of %s", s, strings.Join(names, ", "))
 }
+
+// Discovers says the mode's pages are found as the crawl goes.
+func (m Mode) Discovers() bool { return strings.HasSuffix(string(m), "+discover") }
+
+// Claim is the mode's claim, whatever the workload: before, after or
+// after-batch.
+func (m Mode) Claim() Mode { return Mode(strings.TrimSuffix(string(m), "+discover")) }
 
 // Config describes a load test.
 type Config struct {
@@ -160,6 +184,10 @@ type Result struct {
 	LockWaitP99     time.Duration `json:"lock_wait_p99_ns"`
 	LockWaitLongest time.Duration `json:"lock_wait_longest_ns"`
 	LockWaitTotal   time.Duration `json:"lock_wait_total_ns"`
+	// Of those, waits on rows (another transaction's row or insert), not to
+	// extend a table's file.
+	RowLockWaits       int           `json:"row_lock_waits"`
+	RowLockWaitLongest time.Duration `json:"row_lock_wait_longest_ns"`
 	// Lock waits seen by sampling pg_locks every 10 ms (the plan's query).
 	SampledWaits   int           `json:"sampled_lock_waits"`
 	SampledLongest time.Duration `json:"sampled_lock_wait_longest_ns"`
@@ -179,6 +207,10 @@ type Result struct {
 	DashboardP99 time.Duration `json:"dashboard_p99_ns"`
 	// TimedOut is true when MaxDuration ended the mode early.
 	TimedOut bool `json:"timed_out"`
+	// Undiscovered counts pages of a +discover mode's sites that no task
+	// was made for (every page is reachable, so it should be 0 unless
+	// TimedOut).
+	Undiscovered int `json:"undiscovered"`
 }
 
 // Run runs each mode in turn and returns their results.
@@ -205,7 +237,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 		defer drop()
 	}
 	target := migrate.VersionLatest
-	if mode == ModeBefore {
+	if mode.Claim() == ModeBefore {
 		target = migrate.VersionBaseSchema
 	}
 	if err := (migrate.Runner{URL: dbURL, Target: target}).Up(ctx); err != nil {
@@ -229,7 +261,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	}
 	defer pool.Close()
 
-	orgs, err := seed(ctx, pool, cfg, mode)
+	orgs, sites, err := seed(ctx, pool, cfg, mode)
 	if err != nil {
 		return Result{}, fmt.Errorf("seed: %w", err)
 	}
@@ -248,19 +280,19 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	runs := &runCounter{}
 	handler := worker.HandlerFunc(func(ctx context.Context, t tasks.Task) tasks.Result {
 		runs.ran(t.ID)
-		return crawl.Simulator{Delay: cfg.Delay}.Handle(ctx, t)
+		return crawl.Simulator{Delay: cfg.Delay, Site: sites[t.JobID]}.Handle(ctx, t)
 	})
 
 	res := Result{Mode: mode, Database: name, Tasks: cfg.Tasks, Jobs: cfg.Jobs, Workers: cfg.Workers, Batch: 1}
 	progress := startProgress(runCtx, cfg, mode, pool)
 	start := time.Now()
 	var claims *worker.Histogram
-	switch mode {
+	switch mode.Claim() {
 	case ModeBefore:
 		claims, err = runLegacy(runCtx, pool, cfg.Workers, handler)
 	default:
 		batch := 1
-		if mode == ModeAfterBatch {
+		if mode.Claim() == ModeAfterBatch {
 			batch = cfg.Batch
 			res.Batch = batch
 		}
@@ -279,6 +311,8 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	res.DashboardP50, res.DashboardP99 = ds.P50, ds.P99
 	cs := claims.Summary()
 	res.ClaimP50, res.ClaimP99 = cs.P50, cs.P99
+	rs := waits.rowSummary()
+	res.RowLockWaits, res.RowLockWaitLongest = int(rs.Count), rs.Max
 	ws := waits.summary()
 	res.LockWaits, res.LockWaitP99, res.LockWaitLongest, res.LockWaitTotal, res.Deadlocks =
 		int(ws.Count), ws.P99, ws.Max, waits.total(), waits.deadlocks()
@@ -291,6 +325,12 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 		return Result{}, err
 	}
 	res.Completed, res.Failed = counts["completed"], counts["failed"]
+	if mode.Discovers() {
+		res.Undiscovered = cfg.Tasks
+		for _, n := range counts {
+			res.Undiscovered -= n
+		}
+	}
 	res.Lost = counts["running"]
 	res.Unfinished = counts["pending"]
 	if !res.TimedOut {
@@ -320,18 +360,21 @@ type org struct {
 // seed creates two organisations with a user each and the jobs with their
 // tasks, the jobs alternating between the organisations. The after modes
 // enqueue through the queue; before inserts as the old code did, with the
-// counter trigger firing per row.
-func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org, error) {
+// counter trigger firing per row. A +discover mode's job is a site of its
+// share of the tasks, of which only the sitemap is enqueued; the sites are
+// returned by job id.
+func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org, map[string]*crawl.Site, error) {
 	orgs := []org{{uuid.New(), uuid.New()}, {uuid.New(), uuid.New()}}
 	for i, o := range orgs {
 		if _, err := pool.Exec(ctx, "INSERT INTO organisations (id, name) VALUES ($1, $2)", o.id, fmt.Sprintf("Org %d", i+1)); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if _, err := pool.Exec(ctx, "INSERT INTO users (id, email, organisation_id) VALUES ($1, $2, $3)",
 			o.user, fmt.Sprintf("user%d@example.com", i+1), o.id); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
+	sites := map[string]*crawl.Site{}
 	q := gen.New()
 	queue := tasks.New(pool, tasks.Config{})
 	rng := rand.New(rand.NewPCG(24, 10))
@@ -343,46 +386,55 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 		domain := fmt.Sprintf("site%d.example.com", j+1)
 		o := orgs[j%len(orgs)]
 		var jobID string
-		if mode == ModeBefore {
+		if mode.Claim() == ModeBefore {
 			domainID, err := q.DomainUpsert(ctx, pool, domain)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			jobID, err = q.LegacyJobCreate(ctx, pool, gen.LegacyJobCreateParams{
 				DomainID: domainID, OrganisationID: &o.id, UserID: &o.user, Concurrency: int32(cfg.Concurrency),
 			})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		} else {
 			job, err := queue.CreateJob(ctx, tasks.JobSpec{
 				Domain: domain, OrganisationID: &o.id, UserID: &o.user, Concurrency: cfg.Concurrency,
+				FindLinks: mode.Discovers(),
 			})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			jobID = job.ID
 		}
-		for from := 0; from < n; from += 5000 {
-			to := min(n, from+5000)
-			paths := make([]string, 0, to-from)
-			priorities := make([]float64, 0, to-from)
-			for i := from; i < to; i++ {
+		var known []string
+		if mode.Discovers() {
+			site := &crawl.Site{Pages: n}
+			sites[jobID] = site
+			known = site.Sitemap()
+		} else {
+			for i := range n {
+				known = append(known, fmt.Sprintf("/section-%d/page-%d", i%50, i))
+			}
+		}
+		for from := 0; from < len(known); from += 5000 {
+			paths := known[from:min(len(known), from+5000)]
+			priorities := make([]float64, 0, len(paths))
+			for i := range paths {
 				p := 1.0
-				if i > 0 {
+				if from+i > 0 {
 					p = rng.Float64()
 				}
-				paths = append(paths, fmt.Sprintf("/section-%d/page-%d", i%50, i))
 				priorities = append(priorities, p)
 			}
-			if mode == ModeBefore {
+			if mode.Claim() == ModeBefore {
 				if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				if _, err := q.LegacyTaskInsertMany(ctx, pool, gen.LegacyTaskInsertManyParams{
 					JobID: jobID, Paths: paths, Priorities: priorities,
 				}); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 				continue
 			}
@@ -391,41 +443,54 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 				pages[i] = tasks.Page{Path: paths[i], Priority: priorities[i]}
 			}
 			if _, err := queue.Enqueue(ctx, jobID, pages); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
-		if mode == ModeBefore {
+		if mode.Claim() == ModeBefore {
 			if err := q.LegacyJobStart(ctx, pool, jobID); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
-	return orgs, nil
+	return orgs, sites, nil
 }
 
 // runLegacy is the application's old worker loop: find the best pending
-// task without a lock, mark it running by id, run it, record the result.
+// task without a lock, mark it running by id, run it, record the result,
+// and enqueue the links it found as the application did: a count of the
+// job's tasks, then one insert per link. A worker stops when nothing is
+// pending and no handler is running (one may still find links).
 func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Handler) (*worker.Histogram, error) {
 	q := gen.New()
 	claims := &worker.Histogram{}
 	var wg sync.WaitGroup
 	var firstErr error
 	var errOnce sync.Once
+	var running atomic.Int64
+	fail := func(err error) {
+		if ctx.Err() == nil {
+			errOnce.Do(func() { firstErr = err })
+		}
+	}
 	for range workers {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				start := time.Now()
+				running.Add(1)
 				next, err := q.LegacyTaskNextPending(ctx, pool)
 				if errors.Is(err, pgx.ErrNoRows) {
-					return
+					if running.Add(-1) == 0 {
+						return
+					}
+					time.Sleep(5 * time.Millisecond)
+					continue
 				}
 				if err == nil {
 					_, err = q.LegacyTaskStart(ctx, pool, next.ID)
 				}
 				if err != nil {
-					if ctx.Err() == nil {
-						errOnce.Do(func() { firstErr = err })
-					}
+					running.Add(-1)
+					fail(err)
 					return
 				}
 				claims.Record(time.Since(start))
@@ -435,8 +500,12 @@ func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Ha
 				} else {
 					_, err = q.LegacyTaskComplete(ctx, pool, legacyResult(next.ID, res))
 				}
-				if err != nil && ctx.Err() == nil {
-					errOnce.Do(func() { firstErr = err })
+				if err == nil && len(res.Links) > 0 {
+					err = legacyEnqueue(ctx, q, pool, next.JobID, res.Links)
+				}
+				running.Add(-1)
+				if err != nil {
+					fail(err)
 					return
 				}
 			}
@@ -444,6 +513,27 @@ func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Ha
 	}
 	wg.Wait()
 	return claims, firstErr
+}
+
+// legacyEnqueue is the application's old EnqueueURLs: the job's task count
+// (for max_pages), then each link's page and task inserted on its own, the
+// counter trigger updating the job's row for every task.
+func legacyEnqueue(ctx context.Context, q *gen.Queries, pool *pgxpool.Pool, jobID string, links []tasks.Page) error {
+	if _, err := q.LegacyTaskCountByJob(ctx, pool, jobID); err != nil {
+		return err
+	}
+	for _, l := range links {
+		paths := []string{l.Path}
+		if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+			return err
+		}
+		if _, err := q.LegacyTaskInsertMany(ctx, pool, gen.LegacyTaskInsertManyParams{
+			JobID: jobID, Paths: paths, Priorities: []float64{l.Priority},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func legacyResult(id string, r tasks.Result) gen.LegacyTaskCompleteParams {
@@ -526,22 +616,28 @@ func (r *runCounter) duplicates() int {
 }
 
 // lockWaitLog collects the server's lock-wait messages from notices:
-// "process N acquired ShareLock on transaction M after 12.345 ms".
+// "process N acquired ShareLock on transaction M after 12.345 ms". Waits to
+// extend a table's file are told apart from waits on rows (a transaction or
+// a tuple), which are what a hot row causes.
 type lockWaitLog struct {
 	waits       worker.Histogram
+	rowWaits    worker.Histogram
 	totalNs     atomic.Int64
 	deadlockCnt atomic.Int64
 }
 
-var acquiredAfter = regexp.MustCompile(`acquired \w+ on .* after ([0-9.]+) ms`)
+var acquiredAfter = regexp.MustCompile(`acquired \w+ on (.*) after ([0-9.]+) ms`)
 
 func (l *lockWaitLog) onNotice(_ *pgconn.PgConn, n *pgconn.Notice) {
 	if m := acquiredAfter.FindStringSubmatch(n.Message); m != nil {
-		ms, err := strconv.ParseFloat(m[1], 64)
+		ms, err := strconv.ParseFloat(m[2], 64)
 		if err == nil {
 			d := time.Duration(ms * float64(time.Millisecond))
 			l.waits.Record(d)
 			l.totalNs.Add(int64(d))
+			if !strings.HasPrefix(m[1], "extension of relation") {
+				l.rowWaits.Record(d)
+			}
 		}
 		return
 	}
@@ -550,6 +646,7 @@ func (l *lockWaitLog) onNotice(_ *pgconn.PgConn, n *pgconn.Notice) {
 	}
 }
 
-func (l *lockWaitLog) summary() worker.Summary { return l.waits.Summary() }
-func (l *lockWaitLog) total() time.Duration    { return time.Duration(l.totalNs.Load()) }
-func (l *lockWaitLog) deadlocks() int          { return int(l.deadlockCnt.Load()) }
+func (l *lockWaitLog) summary() worker.Summary    { return l.waits.Summary() }
+func (l *lockWaitLog) rowSummary() worker.Summary { return l.rowWaits.Summary() }
+func (l *lockWaitLog) total() time.Duration       { return time.Duration(l.totalNs.Load()) }
+func (l *lockWaitLog) deadlocks() int             { return int(l.deadlockCnt.Load()) }

@@ -8,12 +8,52 @@ import (
 	"time"
 )
 
-// WriteTable prints the results side by side, one column per mode, with the
-// ratio of each after mode to before where there is a before.
+// WriteTable prints the results side by side, a table per workload (pages
+// known up front, pages discovered), one column per mode, with the ratio of
+// each after mode to the workload's before where there is one; then, for
+// the claims run in both workloads, the discovering crawl's rate as a share
+// of the known pages' rate.
 func WriteTable(w io.Writer, results []Result) error {
+	var known, discover []Result
+	for _, r := range results {
+		if r.Mode.Discovers() {
+			discover = append(discover, r)
+		} else {
+			known = append(known, r)
+		}
+	}
+	for _, group := range []struct {
+		title   string
+		results []Result
+	}{{"Pages known up front", known}, {"Pages discovered as the crawl goes (+discover)", discover}} {
+		if len(group.results) == 0 {
+			continue
+		}
+		if len(known) > 0 && len(discover) > 0 {
+			fmt.Fprintf(w, "%s:\n", group.title)
+		}
+		if err := writeTable(w, group.results); err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+	}
+	rate := map[Mode]float64{}
+	for _, r := range known {
+		rate[r.Mode] = r.TasksPerMinute
+	}
+	for _, r := range discover {
+		if k, ok := rate[r.Mode.Claim()]; ok && k > 0 {
+			fmt.Fprintf(w, "%s: %.0f tasks/minute discovering, %.2fx the %.0f with every page known up front\n",
+				r.Mode.Claim(), r.TasksPerMinute, r.TasksPerMinute/k, k)
+		}
+	}
+	return nil
+}
+
+func writeTable(w io.Writer, results []Result) error {
 	var before *Result
 	for i := range results {
-		if results[i].Mode == ModeBefore {
+		if results[i].Mode.Claim() == ModeBefore {
 			before = &results[i]
 		}
 	}
@@ -24,8 +64,8 @@ func WriteTable(w io.Writer, results []Result) error {
 	}
 	if before != nil {
 		for _, r := range results {
-			if r.Mode != ModeBefore {
-				header = append(header, string(r.Mode)+"/before")
+			if r.Mode.Claim() != ModeBefore {
+				header = append(header, string(r.Mode.Claim())+"/before")
 			}
 		}
 	}
@@ -54,6 +94,8 @@ func WriteTable(w io.Writer, results []Result) error {
 		{"lock waits >= 1 ms", func(r Result) string { return fmt.Sprint(r.LockWaits) }, nil},
 		{"lock wait p99", func(r Result) string { return ms(r.LockWaitP99) }, nil},
 		{"longest lock wait", func(r Result) string { return ms(r.LockWaitLongest) }, nil},
+		{"of which on rows", func(r Result) string { return fmt.Sprint(r.RowLockWaits) }, nil},
+		{"longest on a row", func(r Result) string { return ms(r.RowLockWaitLongest) }, nil},
 		{"lock waits sampled (10 ms)", func(r Result) string { return fmt.Sprint(r.SampledWaits) }, nil},
 		{"longest sampled wait", func(r Result) string { return ms(r.SampledLongest) }, nil},
 		{"deadlocks", func(r Result) string { return fmt.Sprint(r.Deadlocks) }, nil},
@@ -61,6 +103,7 @@ func WriteTable(w io.Writer, results []Result) error {
 		{"duplicate runs", func(r Result) string { return fmt.Sprint(r.Duplicates) }, nil},
 		{"lost tasks", func(r Result) string { return fmt.Sprint(r.Lost) }, nil},
 		{"not reached (time limit)", func(r Result) string { return fmt.Sprint(r.Unfinished) }, nil},
+		{"pages never discovered", func(r Result) string { return fmt.Sprint(r.Undiscovered) }, nil},
 		{"dashboard refresh p50 (RLS)", func(r Result) string { return ms(r.DashboardP50) },
 			reduction(func(r Result) float64 { return float64(r.DashboardP50) })},
 		{"dashboard refresh p99 (RLS)", func(r Result) string { return ms(r.DashboardP99) },
@@ -77,7 +120,7 @@ func WriteTable(w io.Writer, results []Result) error {
 		}
 		if before != nil {
 			for _, r := range results {
-				if r.Mode == ModeBefore {
+				if r.Mode.Claim() == ModeBefore {
 					continue
 				}
 				if rw.ratio == nil {

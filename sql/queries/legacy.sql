@@ -63,3 +63,8 @@ WHERE id = sqlc.arg(id)::text;
 UPDATE tasks
 SET status = 'failed', completed_at = now(), error = sqlc.arg(error)::text
 WHERE id = sqlc.arg(id)::text;
+
+-- name: LegacyTaskCountByJob :one
+-- The old enqueue, step 1: count the job's tasks to check max_pages, once per
+-- call, a scan of the job's tasks.
+SELECT count(*)::integer FROM tasks WHERE job_id = sqlc.arg(job_id)::text;
