@@ -24,12 +24,13 @@
 -- tables holds the record, then the record itself.
 
 -- migrate:up
+CREATE SCHEMA IF NOT EXISTS taskq_meta;
+
 DO $compat$
 DECLARE
     r text;
     created_schema boolean := false;
 BEGIN
-    CREATE SCHEMA IF NOT EXISTS taskq_meta;
     IF to_regnamespace('auth') IS NULL THEN
         CREATE SCHEMA auth;
         created_schema := true;
