@@ -9,7 +9,9 @@ import (
 	neturl "net/url"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -512,17 +514,22 @@ func TestUpStopsAtLockTimeout(t *testing.T) {
 	}
 }
 
+// versionBeforeTaskqMeta is the last migration deployed before the record
+// moved to taskq_meta.
+const versionBeforeTaskqMeta = "20251024000014"
+
 // legacyMigrationOne is migration 20251024000001 as databases migrated before
 // taskq_meta ran it: its record in auth.compat_created.
 //
 //go:embed testdata/20251024000001_supabase_auth_compat_v1.sql
 var legacyMigrationOne []byte
 
-// TestDatabaseMigratedTheOldWayKeepsWorking builds a database as the earlier
-// migrations did: dbmate's record in public.schema_migrations and migration
-// 1's in auth.compat_created. The runner moves the record to taskq_meta and
-// finds nothing to apply; rolling every migration back then leaves exactly
-// the empty database, auth.compat_created included.
+// TestDatabaseMigratedTheOldWayKeepsWorking builds a database as deploys did
+// before taskq_meta: every migration up to share links applied, dbmate's
+// record in public.schema_migrations and migration 1's in
+// auth.compat_created. The runner moves the record to taskq_meta and applies
+// only the migrations added since; rolling every migration back then leaves
+// exactly the empty database, auth.compat_created included.
 func TestDatabaseMigratedTheOldWayKeepsWorking(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -530,7 +537,7 @@ func TestDatabaseMigratedTheOldWayKeepsWorking(t *testing.T) {
 	conn := connect(t, url)
 	empty := snapshot(t, conn)
 
-	files, err := migrate.Files(migrate.VersionLatest)
+	files, err := migrate.Files(versionBeforeTaskqMeta)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -563,8 +570,16 @@ func TestDatabaseMigratedTheOldWayKeepsWorking(t *testing.T) {
 	if err := r.Up(ctx); err != nil {
 		t.Fatalf("up: %v", err)
 	}
-	if strings.Contains(log.String(), "Applying:") || !strings.Contains(log.String(), "moved public.schema_migrations") {
-		t.Errorf("up should have moved the record and applied nothing:\n%s", log.String())
+	applied := regexp.MustCompile(`Applying: (\d+)_`).FindAllStringSubmatch(log.String(), -1)
+	var appliedVersions []string
+	for _, m := range applied {
+		appliedVersions = append(appliedVersions, m[1])
+	}
+	all := versions(t)
+	if diff := cmp.Diff(all[slices.Index(all, versionBeforeTaskqMeta)+1:], appliedVersions); diff != "" ||
+		!strings.Contains(log.String(), "moved public.schema_migrations") {
+		t.Errorf("up should have moved the record and applied only the newer migrations (-want +applied):\n%s\n%s",
+			diff, log.String())
 	}
 	var inPublic bool
 	if err := conn.QueryRow(ctx, `SELECT to_regclass('public.schema_migrations') IS NOT NULL`).Scan(&inPublic); err != nil {
