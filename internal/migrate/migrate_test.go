@@ -625,3 +625,27 @@ func (l *syncLog) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestOldMigrationOneFailsOnSupabase: on a Supabase-shaped database the
+// earlier migration 1, which created its record in auth, fails as it did on
+// Supabase ("permission denied for schema auth"), and the current one
+// applies. It shows the shape refuses what Supabase refuses.
+func TestOldMigrationOneFailsOnSupabase(t *testing.T) {
+	t.Parallel()
+	_, migrator := pgtest.SupabaseEmptyURL(t, pgtest.SupabaseAuthClaimSub)
+	u, err := neturl.Parse(migrator) // pgtest URLs set sslmode=disable
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := dbmate.New(u)
+	db.FS = fstest.MapFS{"20251024000001_supabase_auth_compat.sql": &fstest.MapFile{Data: legacyMigrationOne}}
+	db.MigrationsDir, db.AutoDumpSchema, db.Log = []string{"."}, false, io.Discard
+	db.MigrationsTableName = migrate.MigrationsTable
+	err = db.Migrate()
+	if err == nil || !strings.Contains(err.Error(), "permission denied for schema auth") {
+		t.Fatalf("the old migration 1 as %s: %v, want permission denied for schema auth", pgtest.SupabaseMigrationRole, err)
+	}
+	if err := (migrate.Runner{URL: migrator, Target: "20251024000001"}).Up(context.Background()); err != nil {
+		t.Fatalf("the current migration 1: %v", err)
+	}
+}
