@@ -267,6 +267,16 @@ type Task struct {
 	Shard          int16
 }
 
+// Privileges migration 20251024000015 revoked or granted, so that its rollback can undo exactly those.
+type TaskqMetaApiGrantChange struct {
+	Kind      string
+	Object    string
+	Grantee   string
+	Privilege string
+	Grantable bool
+	Change    string
+}
+
 type User struct {
 	ID             uuid.UUID
 	Email          string

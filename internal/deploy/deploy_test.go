@@ -394,6 +394,34 @@ func TestRollbackUndoesTheLatestMigration(t *testing.T) {
 	checkFullyMigrated(t, conn)
 }
 
+// TestUpMovesTheRecordOutOfPublic: a database an older deploy migrated has
+// dbmate's record in public.schema_migrations (put back there by hand here).
+// The script moves it to taskq_meta and finds nothing to migrate.
+func TestUpMovesTheRecordOutOfPublic(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t, migrate.VersionLatest)
+	conn := connect(t, url)
+	if _, err := conn.Exec(context.Background(), "ALTER TABLE "+migrate.MigrationsTable+" SET SCHEMA public"); err != nil {
+		t.Fatal(err)
+	}
+
+	out := mustDeploy(t, url, nil)
+	for _, want := range []string{"moved public.schema_migrations to taskq_meta.schema_migrations", "Nothing to migrate"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	var inPublic bool
+	if err := conn.QueryRow(context.Background(),
+		"SELECT to_regclass('public.schema_migrations') IS NOT NULL").Scan(&inPublic); err != nil {
+		t.Fatal(err)
+	}
+	if inPublic {
+		t.Error("public.schema_migrations is still there")
+	}
+	checkFullyMigrated(t, conn)
+}
+
 // TestUsage: --help succeeds, a wrong argument is a usage error, and a
 // missing DATABASE_URL is named.
 func TestUsage(t *testing.T) {
@@ -620,7 +648,7 @@ func fileVersions(t *testing.T) []string {
 
 func appliedVersions(t *testing.T, conn *pgx.Conn) []string {
 	t.Helper()
-	rows, err := conn.Query(context.Background(), "SELECT version::text FROM schema_migrations ORDER BY version")
+	rows, err := conn.Query(context.Background(), "SELECT version::text FROM "+migrate.MigrationsTable+" ORDER BY version")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,11 @@
 //     client_connection_check_interval, so a killed migrator's concurrent
 //     build is cancelled rather than finishing unrecorded;
 //   - a target version, so the load test can build the schema as it stood
-//     before the optimisations.
+//     before the optimisations;
+//   - its record of applied migrations in taskq_meta (MigrationsTable), a
+//     schema no API role can use, instead of dbmate's default
+//     public.schema_migrations, which Supabase's API would expose; a
+//     database that has the old table gets it moved before anything else.
 //
 // Migrations are applied one dbmate run each, so that each gets the
 // settings it needs; scripts/deploy does the same with the CLI.
@@ -39,6 +43,7 @@ import (
 	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	_ "github.com/amacneil/dbmate/v2/pkg/driver/postgres" // dbmate's postgres driver
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/blue-banded-bee/taskq/gen"
 	"github.com/blue-banded-bee/taskq/sql/schema"
@@ -51,6 +56,11 @@ const (
 	// VersionLatest means every migration.
 	VersionLatest = ""
 )
+
+// MigrationsTable is where dbmate records applied migrations, here and in
+// scripts/deploy (its --migrations-table). dbmate creates the schema when it
+// is missing; migration 20251024000001 keeps its own bookkeeping beside it.
+const MigrationsTable = "taskq_meta.schema_migrations"
 
 // lockKey is the advisory lock migrations take ("taskq" in ASCII).
 const lockKey int64 = 0x7461736b71
@@ -125,6 +135,8 @@ func Hash(target string) (string, error) {
 	names, _ := fs.Glob(files, "*.sql")
 	sort.Strings(names)
 	h := sha256.New()
+	// Where the record lives is part of what a migrated template holds.
+	fmt.Fprintf(h, "%s\x00", MigrationsTable)
 	for _, name := range names {
 		data, _ := fs.ReadFile(files, name)
 		fmt.Fprintf(h, "%s\x00%d\x00", name, len(data))
@@ -190,21 +202,22 @@ func (r Runner) Down(ctx context.Context) error {
 	})
 }
 
-// Status lists every migration with whether it is applied.
+// Status lists every migration with whether it is applied. It holds the
+// migration lock, as it may first move the record out of public.
 func (r Runner) Status(ctx context.Context) ([]Migration, error) {
-	db, err := r.dbmate("")
-	if err != nil {
-		return nil, err
-	}
-	found, err := db.FindMigrations()
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Migration, 0, len(found))
-	for _, m := range found {
-		out = append(out, Migration{Version: m.Version, File: m.FileName, Applied: m.Applied})
-	}
-	return out, nil
+	var out []Migration
+	err := r.locked(ctx, func(_ *pgx.Conn, db *dbmate.DB) error {
+		found, err := db.FindMigrations()
+		if err != nil {
+			return err
+		}
+		out = make([]Migration, 0, len(found))
+		for _, m := range found {
+			out = append(out, Migration{Version: m.Version, File: m.FileName, Applied: m.Applied})
+		}
+		return nil
+	})
+	return out, err
 }
 
 func (r Runner) log() io.Writer {
@@ -237,13 +250,15 @@ func (r Runner) dbmate(options string) (*dbmate.DB, error) {
 	db.FS = files
 	db.MigrationsDir = []string{"."}
 	db.AutoDumpSchema = false
+	db.MigrationsTableName = MigrationsTable
 	db.Strict = true
 	db.Log = r.log()
 	return db, nil
 }
 
 // locked runs fn while holding the migration advisory lock on a session of
-// its own.
+// its own, after moving a record of applied migrations left in public to
+// MigrationsTable.
 //
 // A waiter polls with pg_try_advisory_lock rather than blocking in
 // pg_advisory_lock: a blocked statement keeps a transaction open, and the
@@ -255,7 +270,13 @@ func (r Runner) locked(ctx context.Context, fn func(*pgx.Conn, *dbmate.DB) error
 	if err != nil {
 		return err
 	}
-	conn, err := pgx.Connect(ctx, r.URL)
+	cfg, err := pgx.ParseConfig(r.URL)
+	if err != nil {
+		return fmt.Errorf("database url: %w", err)
+	}
+	// The move below reports itself in a notice.
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { fmt.Fprintf(r.log(), "%s\n", n.Message) }
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect for migration lock: %w", err)
 	}
@@ -278,6 +299,9 @@ func (r Runner) locked(ctx context.Context, fn func(*pgx.Conn, *dbmate.DB) error
 		}
 	}
 	defer conn.Exec(context.Background(), "SELECT pg_advisory_unlock($1)", lockKey) //nolint:errcheck // closing the session releases it too
+	if err := gen.New().MigrationsTableMoveFromPublic(ctx, conn); err != nil {
+		return fmt.Errorf("move public.schema_migrations to %s: %w", MigrationsTable, err)
+	}
 	return fn(conn, db)
 }
 

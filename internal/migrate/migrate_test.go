@@ -2,17 +2,24 @@ package migrate_test
 
 import (
 	"context"
+	_ "embed" // the old migration 1
 	"errors"
+	"io"
 	"io/fs"
+	neturl "net/url"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
+	"github.com/amacneil/dbmate/v2/pkg/dbmate"
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
@@ -22,13 +29,17 @@ import (
 
 // catalogSnapshot describes everything the migrations create, one line per
 // object, so two states of a database's schema can be compared. ACL entries
-// are sorted: their order carries no meaning.
+// are sorted: their order carries no meaning; a NULL ACL is written out as
+// the default it stands for, so that granting back what a migration revoked
+// from PUBLIC reads as the same state. The schema taskq_meta is dbmate's
+// (created for its migrations table before the first migration, kept after
+// the last rollback); what migrations put in it is compared.
 const catalogSnapshot = `
 WITH ns AS (
-    SELECT oid, nspname FROM pg_namespace WHERE nspname IN ('public', 'auth', 'private')
+    SELECT oid, nspname FROM pg_namespace WHERE nspname IN ('public', 'auth', 'private', 'taskq_meta')
 )
 SELECT line FROM (
-    SELECT format('schema %s', nspname) AS line FROM ns
+    SELECT format('schema %s', nspname) AS line FROM ns WHERE nspname <> 'taskq_meta'
     UNION ALL
     SELECT format('relation %s.%s kind=%s rls=%s options=%s', ns.nspname, c.relname, c.relkind,
                   c.relrowsecurity, c.reloptions)
@@ -50,7 +61,7 @@ SELECT line FROM (
     UNION ALL
     SELECT format('constraint %s %s %s', conrelid::regclass, conname, pg_get_constraintdef(oid))
     FROM pg_constraint WHERE connamespace IN (SELECT oid FROM ns)
-      AND conrelid::regclass::text <> 'schema_migrations'
+      AND conrelid::regclass::text NOT IN ('schema_migrations', 'taskq_meta.schema_migrations')
     UNION ALL
     SELECT format('policy %s.%s %s %s to=%s using=%s check=%s', schemaname, tablename, policyname,
                   cmd, roles, qual, with_check)
@@ -67,19 +78,21 @@ SELECT line FROM (
                   (SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = t.oid))
     FROM pg_type t JOIN ns ON ns.oid = t.typnamespace WHERE t.typtype = 'e'
     UNION ALL
-    SELECT format('acl %s.%s %s', ns.nspname, c.relname, (SELECT string_agg(a::text, ',' ORDER BY a::text) FROM unnest(c.relacl) a))
+    SELECT format('acl %s.%s %s', ns.nspname, c.relname, (SELECT string_agg(a::text, ',' ORDER BY a::text)
+                  FROM unnest(coalesce(c.relacl, acldefault((CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))) a))
     FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
-    WHERE c.relacl IS NOT NULL AND c.relname <> 'schema_migrations'
+    WHERE c.relkind IN ('r', 'v', 'm', 'S', 'p') AND c.relname <> 'schema_migrations'
     UNION ALL
     SELECT format('column acl %s.%s.%s %s', ns.nspname, c.relname, a.attname, (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(a.attacl) x))
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN ns ON ns.oid = c.relnamespace
     WHERE a.attacl IS NOT NULL
     UNION ALL
-    SELECT format('function acl %s.%s %s', ns.nspname, p.proname, (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(p.proacl) x))
-    FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace WHERE p.proacl IS NOT NULL
+    SELECT format('function acl %s %s', p.oid::regprocedure, (SELECT string_agg(x::text, ',' ORDER BY x::text)
+                  FROM unnest(coalesce(p.proacl, acldefault('f'::"char", p.proowner))) x))
+    FROM pg_proc p JOIN ns ON ns.oid = p.pronamespace
     UNION ALL
     SELECT format('schema acl %s %s', nspname, (SELECT string_agg(x::text, ',' ORDER BY x::text) FROM unnest(n.nspacl) x))
-    FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM ns)
+    FROM pg_namespace n WHERE n.oid IN (SELECT oid FROM ns) AND nspname <> 'taskq_meta'
 ) s
 ORDER BY line`
 
@@ -313,7 +326,8 @@ func TestDbmateCLIAppliesMigrations(t *testing.T) {
 	dbmate := func(args ...string) {
 		t.Helper()
 		cmd := exec.Command("go", append([]string{"tool", "-modfile=tools/go.mod", "dbmate",
-			"--url", url, "--migrations-dir", "sql/schema", "--no-dump-schema"}, args...)...)
+			"--url", url, "--migrations-dir", "sql/schema", "--migrations-table", migrate.MigrationsTable,
+			"--no-dump-schema"}, args...)...)
 		cmd.Dir = root
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -426,7 +440,7 @@ func TestConcurrentUpsTakeTurns(t *testing.T) {
 		t.Fatalf("indexes (-want +got):\n%s", diff)
 	}
 	var applied int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM schema_migrations").Scan(&applied); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+migrate.MigrationsTable).Scan(&applied); err != nil {
 		t.Fatal(err)
 	}
 	if applied != len(versions(t)) {
@@ -497,5 +511,141 @@ func TestUpStopsAtLockTimeout(t *testing.T) {
 	}
 	if diff := cmp.Diff(wantIndexes(), indexStates(t, connect(t, url))); diff != "" {
 		t.Fatalf("indexes (-want +got):\n%s", diff)
+	}
+}
+
+// versionBeforeTaskqMeta is the last migration deployed before the record
+// moved to taskq_meta.
+const versionBeforeTaskqMeta = "20251024000014"
+
+// legacyMigrationOne is migration 20251024000001 as databases migrated before
+// taskq_meta ran it: its record in auth.compat_created.
+//
+//go:embed testdata/20251024000001_supabase_auth_compat_v1.sql
+var legacyMigrationOne []byte
+
+// TestDatabaseMigratedTheOldWayKeepsWorking builds a database as deploys did
+// before taskq_meta: every migration up to share links applied, dbmate's
+// record in public.schema_migrations and migration 1's in
+// auth.compat_created. The runner moves the record to taskq_meta and applies
+// only the migrations added since; rolling every migration back then leaves
+// exactly the empty database, auth.compat_created included.
+func TestDatabaseMigratedTheOldWayKeepsWorking(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.EmptyURL(t)
+	conn := connect(t, url)
+	empty := snapshot(t, conn)
+
+	files, err := migrate.Files(versionBeforeTaskqMeta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fstest.MapFS{}
+	names, _ := fs.Glob(files, "*.sql")
+	for _, name := range names {
+		data, _ := fs.ReadFile(files, name)
+		if strings.HasPrefix(name, "20251024000001_") {
+			data = legacyMigrationOne
+		}
+		old[name] = &fstest.MapFile{Data: data}
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := dbmate.New(u)
+	db.FS, db.MigrationsDir, db.AutoDumpSchema, db.Log = old, []string{"."}, false, io.Discard
+	if err := db.Migrate(); err != nil {
+		t.Fatalf("migrate the old way: %v", err)
+	}
+	var legacy bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('public.schema_migrations') IS NOT NULL
+		AND to_regclass('auth.compat_created') IS NOT NULL`).Scan(&legacy); err != nil || !legacy {
+		t.Fatalf("setup: the old tables are not there (%v)", err)
+	}
+
+	var log syncLog
+	r := migrate.Runner{URL: url, Log: &log}
+	if err := r.Up(ctx); err != nil {
+		t.Fatalf("up: %v", err)
+	}
+	applied := regexp.MustCompile(`Applying: (\d+)_`).FindAllStringSubmatch(log.String(), -1)
+	var appliedVersions []string
+	for _, m := range applied {
+		appliedVersions = append(appliedVersions, m[1])
+	}
+	all := versions(t)
+	if diff := cmp.Diff(all[slices.Index(all, versionBeforeTaskqMeta)+1:], appliedVersions); diff != "" ||
+		!strings.Contains(log.String(), "moved public.schema_migrations") {
+		t.Errorf("up should have moved the record and applied only the newer migrations (-want +applied):\n%s\n%s",
+			diff, log.String())
+	}
+	var inPublic bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('public.schema_migrations') IS NOT NULL`).Scan(&inPublic); err != nil {
+		t.Fatal(err)
+	}
+	if inPublic {
+		t.Error("public.schema_migrations is still there")
+	}
+	ms, err := r.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if !m.Applied {
+			t.Errorf("%s is pending after the move", m.File)
+		}
+	}
+
+	for range versions(t) {
+		if err := r.Down(ctx); err != nil {
+			t.Fatalf("down: %v", err)
+		}
+	}
+	if diff := cmp.Diff(empty, snapshot(t, conn)); diff != "" {
+		t.Errorf("after rolling everything back (-empty database +now):\n%s", diff)
+	}
+}
+
+// syncLog is a strings.Builder safe for the runner's writes and a reader.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestOldMigrationOneFailsOnSupabase: on a Supabase-shaped database the
+// earlier migration 1, which created its record in auth, fails as it did on
+// Supabase ("permission denied for schema auth"), and the current one
+// applies. It shows the shape refuses what Supabase refuses.
+func TestOldMigrationOneFailsOnSupabase(t *testing.T) {
+	t.Parallel()
+	_, migrator := pgtest.SupabaseEmptyURL(t, pgtest.SupabaseAuthClaimSub)
+	u, err := neturl.Parse(migrator) // pgtest URLs set sslmode=disable
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := dbmate.New(u)
+	db.FS = fstest.MapFS{"20251024000001_supabase_auth_compat.sql": &fstest.MapFile{Data: legacyMigrationOne}}
+	db.MigrationsDir, db.AutoDumpSchema, db.Log = []string{"."}, false, io.Discard
+	db.MigrationsTableName = migrate.MigrationsTable
+	err = db.Migrate()
+	if err == nil || !strings.Contains(err.Error(), "permission denied for schema auth") {
+		t.Fatalf("the old migration 1 as %s: %v, want permission denied for schema auth", pgtest.SupabaseMigrationRole, err)
+	}
+	if err := (migrate.Runner{URL: migrator, Target: "20251024000001"}).Up(context.Background()); err != nil {
+		t.Fatalf("the current migration 1: %v", err)
 	}
 }

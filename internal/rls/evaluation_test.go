@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/blue-banded-bee/taskq/internal/migrate"
 )
@@ -50,7 +49,7 @@ const maxUIDCalls = 16
 // uidCalls runs stmt as a, in a transaction of its own with function call
 // counting on (and, when rowByRow, index scans off), and returns how many
 // times auth.uid() ran.
-func uidCalls(t *testing.T, pool *pgxpool.Pool, a actor, stmt string, rowByRow bool) int64 {
+func uidCalls(t *testing.T, pool *testDB, a actor, stmt string, rowByRow bool) int64 {
 	t.Helper()
 	ctx := context.Background()
 	settings := []string{"SET LOCAL track_functions = 'pl'"}
@@ -103,7 +102,7 @@ func xactUIDCalls(t *testing.T, tx pgx.Tx) int64 {
 // organisations: a with 20 tasks, 20 members and one job; b with 2,000 tasks,
 // 2,000 members and 51 jobs.
 type evaluationFixture struct {
-	pool       *pgxpool.Pool
+	pool       *testDB
 	a, b       org
 	statements []string
 }
@@ -251,7 +250,7 @@ func (n planNode) walk(fn func(planNode)) {
 
 // explain returns the plan of stmt run as a (VERBOSE, without costs) and
 // its JSON text.
-func explain(t *testing.T, pool *pgxpool.Pool, a actor, stmt string) (planNode, string) {
+func explain(t *testing.T, pool *testDB, a actor, stmt string) (planNode, string) {
 	t.Helper()
 	ctx := context.Background()
 	var text string

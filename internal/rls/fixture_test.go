@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
 )
 
@@ -21,10 +22,69 @@ import (
 // for ON CONFLICT DO UPDATE, USING) rejects.
 const sqlStateRefused = "42501"
 
-// setup returns a superuser pool on a new database migrated to target.
-func setup(t *testing.T, target string) *pgxpool.Pool {
+// claimSettings is how a request's JWT claims reach the database: the
+// settings PostgREST makes, which auth.uid() reads.
+type claimSettings int
+
+const (
+	// claimsJSON is request.jwt.claims, every claim in one JSON object, as
+	// PostgREST 9 and later set it.
+	claimsJSON claimSettings = iota + 1
+	// claimPerSetting is request.jwt.claim.sub, .role and so on, one
+	// setting per claim, as PostgREST set them before version 9; the
+	// auth.uid() of Supabase's init scripts reads only these.
+	claimPerSetting
+)
+
+// testDB is a superuser pool on a test database, and the claim settings its
+// auth.uid() reads.
+type testDB struct {
+	*pgxpool.Pool
+	claims claimSettings
+}
+
+// backend is a kind of database the suite runs against.
+type backend struct {
+	name   string
+	url    func(t testing.TB, target string) string
+	claims claimSettings
+}
+
+// backends: plain PostgreSQL with the project's own auth.uid(), and a
+// Supabase-shaped database (internal/pgtest/supabase.sql, migrated by a
+// role that is no superuser) with each of Supabase's: the init scripts',
+// fed the old per-claim settings, and the current one, fed the JSON.
+var backends = []backend{
+	{name: "plain", url: pgtest.URL, claims: claimsJSON},
+	{name: "supabase_claim_sub", claims: claimPerSetting, url: func(t testing.TB, target string) string {
+		return pgtest.SupabaseURL(t, target, pgtest.SupabaseAuthClaimSub)
+	}},
+	{name: "supabase_claims", claims: claimsJSON, url: func(t testing.TB, target string) string {
+		return pgtest.SupabaseURL(t, target, pgtest.SupabaseAuthClaims)
+	}},
+}
+
+func (b backend) setup(t *testing.T, target string) *testDB {
 	t.Helper()
-	return pgtest.Pool(t, pgtest.URL(t, target), 4)
+	return &testDB{Pool: pgtest.Pool(t, b.url(t, target), 4), claims: b.claims}
+}
+
+// setup returns a superuser pool on a new plain database migrated to target.
+func setup(t *testing.T, target string) *testDB {
+	t.Helper()
+	return backends[0].setup(t, target)
+}
+
+// eachBackend runs test, in a parallel subtest per backend, on a new
+// database of that backend with every migration applied.
+func eachBackend(t *testing.T, test func(t *testing.T, pool *testDB)) {
+	t.Helper()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, b.setup(t, migrate.VersionLatest))
+		})
+	}
 }
 
 // org is one organisation's rows, as seedOrg wrote them.
@@ -45,7 +105,7 @@ type org struct {
 // domain with n pages, a job of concurrency 8 (two shards) with one task per
 // page, and a live share link of the job. From the task_queue migration on,
 // the jobs insert trigger creates the job's job_shards and job_tallies rows.
-func seedOrg(t *testing.T, pool *pgxpool.Pool, name string, n int) org {
+func seedOrg(t *testing.T, pool *testDB, name string, n int) org {
 	t.Helper()
 	ctx := context.Background()
 	o := org{Name: name, ID: uuid.New(), User: uuid.New(), Job: "job-" + name}
@@ -87,7 +147,7 @@ func seedOrg(t *testing.T, pool *pgxpool.Pool, name string, n int) org {
 }
 
 // addMembers adds n more users to o's organisation.
-func addMembers(t *testing.T, pool *pgxpool.Pool, o org, n int) {
+func addMembers(t *testing.T, pool *testDB, o org, n int) {
 	t.Helper()
 	exec(t, pool, `
 		INSERT INTO users (id, email, organisation_id)
@@ -96,7 +156,7 @@ func addMembers(t *testing.T, pool *pgxpool.Pool, o org, n int) {
 }
 
 // addJobs adds n more jobs, without tasks, to o's organisation.
-func addJobs(t *testing.T, pool *pgxpool.Pool, o org, n int) {
+func addJobs(t *testing.T, pool *testDB, o org, n int) {
 	t.Helper()
 	exec(t, pool, `
 		INSERT INTO jobs (id, domain_id, user_id, organisation_id, concurrency)
@@ -192,7 +252,7 @@ func memberOf(o org) actor {
 // begin opens a transaction that runs as a: SET LOCAL ROLE and the JWT
 // claims PostgREST would set, both undone when the transaction ends. The
 // statements in first run before the role switch, as the superuser.
-func begin(ctx context.Context, pool *pgxpool.Pool, a actor, first ...string) (pgx.Tx, error) {
+func begin(ctx context.Context, pool *testDB, a actor, first ...string) (pgx.Tx, error) {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return nil, err
@@ -207,12 +267,8 @@ func begin(ctx context.Context, pool *pgxpool.Pool, a actor, first ...string) (p
 		}
 	}
 	if a.Sub != uuid.Nil {
-		claims, err := json.Marshal(map[string]string{"sub": a.Sub.String(), "role": a.Role})
-		if err != nil {
+		if err := setClaims(ctx, tx, pool.claims, map[string]string{"sub": a.Sub.String(), "role": a.Role}); err != nil {
 			return fail(err)
-		}
-		if _, err := tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(claims)); err != nil {
-			return fail(fmt.Errorf("set claims: %w", err))
 		}
 	}
 	if _, err := tx.Exec(ctx, "SET LOCAL ROLE "+pgx.Identifier{a.Role}.Sanitize()); err != nil {
@@ -221,9 +277,33 @@ func begin(ctx context.Context, pool *pgxpool.Pool, a actor, first ...string) (p
 	return tx, nil
 }
 
+// setClaims sets the JWT claims for the transaction in the settings style
+// names.
+func setClaims(ctx context.Context, tx pgx.Tx, style claimSettings, claims map[string]string) error {
+	switch style {
+	case claimsJSON:
+		text, err := json.Marshal(claims)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(text)); err != nil {
+			return fmt.Errorf("set claims: %w", err)
+		}
+	case claimPerSetting:
+		for name, value := range claims {
+			if _, err := tx.Exec(ctx, `SELECT set_config('request.jwt.claim.' || $1, $2, true)`, name, value); err != nil {
+				return fmt.Errorf("set claim %s: %w", name, err)
+			}
+		}
+	default:
+		return fmt.Errorf("unknown claim settings %d", style)
+	}
+	return nil
+}
+
 // as runs fn in its own transaction as a, and commits when fn succeeds, so
 // that anything fn managed to change stays for the caller to find.
-func as(ctx context.Context, pool *pgxpool.Pool, a actor, fn func(pgx.Tx) error) error {
+func as(ctx context.Context, pool *testDB, a actor, fn func(pgx.Tx) error) error {
 	tx, err := begin(ctx, pool, a)
 	if err != nil {
 		return err
@@ -238,7 +318,7 @@ func as(ctx context.Context, pool *pgxpool.Pool, a actor, fn func(pgx.Tx) error)
 // visible lists, per relation, the keys of the rows a sees. A relation a
 // may not read at all (SQLSTATE 42501) counts as one where a sees nothing;
 // any other error fails the test.
-func visible(t *testing.T, pool *pgxpool.Pool, a actor) map[string][]string {
+func visible(t *testing.T, pool *testDB, a actor) map[string][]string {
 	t.Helper()
 	ctx := context.Background()
 	out := map[string][]string{}
@@ -264,7 +344,7 @@ func visible(t *testing.T, pool *pgxpool.Pool, a actor) map[string][]string {
 }
 
 // snapshot is every row of every table, as the superuser sees it.
-func snapshot(t *testing.T, pool *pgxpool.Pool) map[string][]string {
+func snapshot(t *testing.T, pool *testDB) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	for _, r := range relations {
@@ -286,14 +366,14 @@ func sqlState(err error) string {
 	return ""
 }
 
-func exec(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) {
+func exec(t *testing.T, pool *testDB, sql string, args ...any) {
 	t.Helper()
 	if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
 		t.Fatalf("%v\n%s", err, sql)
 	}
 }
 
-func collect[T any](t *testing.T, pool *pgxpool.Pool, sql string, args ...any) []T {
+func collect[T any](t *testing.T, pool *testDB, sql string, args ...any) []T {
 	t.Helper()
 	rows, err := pool.Query(context.Background(), sql, args...)
 	if err != nil {

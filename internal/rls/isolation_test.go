@@ -7,8 +7,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
-
-	"github.com/blue-banded-bee/taskq/internal/migrate"
 )
 
 // sameRows compares row-key lists as sets, with nil and empty alike.
@@ -24,41 +22,42 @@ var sameRows = cmp.Options{
 // and everyone else sees nothing.
 func TestEachOrganisationSeesExactlyItsOwnRows(t *testing.T) {
 	t.Parallel()
-	pool := setup(t, migrate.VersionLatest)
-	a := seedOrg(t, pool, "a", 5)
-	b := seedOrg(t, pool, "b", 7)
-	// A second member of A: users shows each user only their own row.
-	addMembers(t, pool, a, 1)
-	// Signed in, with a users row but no organisation.
-	orgless := uuid.New()
-	exec(t, pool, `INSERT INTO users (id, email) VALUES ($1, 'orgless@example.com')`, orgless)
+	eachBackend(t, func(t *testing.T, pool *testDB) {
+		a := seedOrg(t, pool, "a", 5)
+		b := seedOrg(t, pool, "b", 7)
+		// A second member of A: users shows each user only their own row.
+		addMembers(t, pool, a, 1)
+		// Signed in, with a users row but no organisation.
+		orgless := uuid.New()
+		exec(t, pool, `INSERT INTO users (id, email) VALUES ($1, 'orgless@example.com')`, orgless)
 
-	everything := union(a.rows(), b.rows())
-	everything["users"] = collect[string](t, pool, `SELECT id::text FROM users`)
-	for _, r := range relations {
-		got := collect[string](t, pool, r.Keys)
-		if diff := cmp.Diff(everything[r.Name], got, sameRows); diff != "" {
-			t.Fatalf("setup: the superuser's %s (-seeded +got):\n%s", r.Name, diff)
-		}
-	}
-
-	orglessSees := nothing()
-	orglessSees["users"] = []string{orgless.String()}
-	for _, tc := range []struct {
-		actor actor
-		want  map[string][]string
-	}{
-		{memberOf(a), a.rows()},
-		{memberOf(b), b.rows()},
-		{actor{Name: "user of no organisation", Role: "authenticated", Sub: orgless}, orglessSees},
-		{actor{Name: "user with no users row", Role: "authenticated", Sub: uuid.New()}, nothing()},
-		{actor{Name: "authenticated without a JWT", Role: "authenticated"}, nothing()},
-		{anon(), nothing()},
-	} {
-		t.Run(strings.ReplaceAll(tc.actor.Name, " ", "_"), func(t *testing.T) {
-			if diff := cmp.Diff(tc.want, visible(t, pool, tc.actor), sameRows); diff != "" {
-				t.Errorf("%s sees (-want +got):\n%s", tc.actor.Name, diff)
+		everything := union(a.rows(), b.rows())
+		everything["users"] = collect[string](t, pool, `SELECT id::text FROM users`)
+		for _, r := range relations {
+			got := collect[string](t, pool, r.Keys)
+			if diff := cmp.Diff(everything[r.Name], got, sameRows); diff != "" {
+				t.Fatalf("setup: the superuser's %s (-seeded +got):\n%s", r.Name, diff)
 			}
-		})
-	}
+		}
+
+		orglessSees := nothing()
+		orglessSees["users"] = []string{orgless.String()}
+		for _, tc := range []struct {
+			actor actor
+			want  map[string][]string
+		}{
+			{memberOf(a), a.rows()},
+			{memberOf(b), b.rows()},
+			{actor{Name: "user of no organisation", Role: "authenticated", Sub: orgless}, orglessSees},
+			{actor{Name: "user with no users row", Role: "authenticated", Sub: uuid.New()}, nothing()},
+			{actor{Name: "authenticated without a JWT", Role: "authenticated"}, nothing()},
+			{anon(), nothing()},
+		} {
+			t.Run(strings.ReplaceAll(tc.actor.Name, " ", "_"), func(t *testing.T) {
+				if diff := cmp.Diff(tc.want, visible(t, pool, tc.actor), sameRows); diff != "" {
+					t.Errorf("%s sees (-want +got):\n%s", tc.actor.Name, diff)
+				}
+			})
+		}
+	})
 }

@@ -9,8 +9,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
-
-	"github.com/blue-banded-bee/taskq/internal/migrate"
 )
 
 // outcome is what became of one attempt on another organisation's rows.
@@ -181,63 +179,64 @@ func bind(t *testing.T, sql string, own, victim org) string {
 func TestNoOneReachesAnotherOrganisationsRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := setup(t, migrate.VersionLatest)
-	a := seedOrg(t, pool, "a", 3)
-	b := seedOrg(t, pool, "b", 3)
-	before := snapshot(t, pool)
+	eachBackend(t, func(t *testing.T, pool *testDB) {
+		a := seedOrg(t, pool, "a", 3)
+		b := seedOrg(t, pool, "b", 3)
+		before := snapshot(t, pool)
 
-	type run struct {
-		actor       actor
-		own, victim org
-	}
-	runs := []run{
-		{memberOf(a), a, b},
-		{memberOf(b), b, a},
-		// anon has no rows of its own; "own" is simply the other organisation.
-		{anon(), a, b},
-		{anon(), b, a},
-	}
-	want := map[string]outcome{}
-	got := map[string]outcome{}
-	for _, r := range runs {
-		for _, at := range attacks {
-			key := fmt.Sprintf("%s -> %s: %s %s", r.actor.Name, r.victim.Name, at.Table, at.Name)
-			want[key] = at.Authenticated
-			if r.actor.Role == "anon" {
-				want[key] = at.Anon
-			}
-			sql := bind(t, at.SQL, r.own, r.victim)
-			var tag string
-			err := as(ctx, pool, r.actor, func(tx pgx.Tx) error {
-				ct, err := tx.Exec(ctx, sql)
-				tag = ct.String()
-				if err == nil && ct.RowsAffected() > 0 {
-					t.Logf("%s: %s\n%s", key, ct, sql)
-					got[key] = someRows
+		type run struct {
+			actor       actor
+			own, victim org
+		}
+		runs := []run{
+			{memberOf(a), a, b},
+			{memberOf(b), b, a},
+			// anon has no rows of its own; "own" is simply the other organisation.
+			{anon(), a, b},
+			{anon(), b, a},
+		}
+		want := map[string]outcome{}
+		got := map[string]outcome{}
+		for _, r := range runs {
+			for _, at := range attacks {
+				key := fmt.Sprintf("%s -> %s: %s %s", r.actor.Name, r.victim.Name, at.Table, at.Name)
+				want[key] = at.Authenticated
+				if r.actor.Role == "anon" {
+					want[key] = at.Anon
 				}
-				return err
-			})
-			switch {
-			case got[key] == someRows:
-			case err == nil && strings.HasPrefix(tag, "TRUNCATE"):
-				t.Logf("%s: succeeded\n%s", key, sql)
-				got[key] = someRows
-			case err == nil:
-				got[key] = noRows
-			case sqlState(err) == sqlStateRefused:
-				got[key] = refused
-			default:
-				t.Logf("%s: %v\n%s", key, err, sql)
-				got[key] = otherError
+				sql := bind(t, at.SQL, r.own, r.victim)
+				var tag string
+				err := as(ctx, pool, r.actor, func(tx pgx.Tx) error {
+					ct, err := tx.Exec(ctx, sql)
+					tag = ct.String()
+					if err == nil && ct.RowsAffected() > 0 {
+						t.Logf("%s: %s\n%s", key, ct, sql)
+						got[key] = someRows
+					}
+					return err
+				})
+				switch {
+				case got[key] == someRows:
+				case err == nil && strings.HasPrefix(tag, "TRUNCATE"):
+					t.Logf("%s: succeeded\n%s", key, sql)
+					got[key] = someRows
+				case err == nil:
+					got[key] = noRows
+				case sqlState(err) == sqlStateRefused:
+					got[key] = refused
+				default:
+					t.Logf("%s: %v\n%s", key, err, sql)
+					got[key] = otherError
+				}
 			}
 		}
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("outcomes of the attacks (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff(before, snapshot(t, pool)); diff != "" {
-		t.Errorf("rows changed by the attacks (-before +after):\n%s", diff)
-	}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("outcomes of the attacks (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(before, snapshot(t, pool)); diff != "" {
+			t.Errorf("rows changed by the attacks (-before +after):\n%s", diff)
+		}
+	})
 }
 
 // TestNoJobBorrowsAnotherOrganisationsDomain: the domains and pages policies
@@ -249,25 +248,26 @@ func TestNoOneReachesAnotherOrganisationsRows(t *testing.T) {
 func TestNoJobBorrowsAnotherOrganisationsDomain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := setup(t, migrate.VersionLatest)
-	a := seedOrg(t, pool, "a", 1)
-	b := seedOrg(t, pool, "b", 3)
-	var domains, pages int
-	err := as(ctx, pool, memberOf(a), func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO jobs (id, domain_id, organisation_id) VALUES ('borrowed', $1, $2)`,
-			b.Domain, a.ID); err != nil {
-			return err
+	eachBackend(t, func(t *testing.T, pool *testDB) {
+		a := seedOrg(t, pool, "a", 1)
+		b := seedOrg(t, pool, "b", 3)
+		var domains, pages int
+		err := as(ctx, pool, memberOf(a), func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO jobs (id, domain_id, organisation_id) VALUES ('borrowed', $1, $2)`,
+				b.Domain, a.ID); err != nil {
+				return err
+			}
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM domains WHERE id = $1`, b.Domain).Scan(&domains); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `SELECT count(*) FROM pages WHERE domain_id = $1`, b.Domain).Scan(&pages)
+		})
+		switch {
+		case sqlState(err) == sqlStateRefused:
+		case err != nil:
+			t.Fatal(err)
+		case domains != 0 || pages != 0:
+			t.Errorf("a job of A pointing at B's domain shows A %d of B's domains and %d of its pages", domains, pages)
 		}
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM domains WHERE id = $1`, b.Domain).Scan(&domains); err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, `SELECT count(*) FROM pages WHERE domain_id = $1`, b.Domain).Scan(&pages)
 	})
-	switch {
-	case sqlState(err) == sqlStateRefused:
-	case err != nil:
-		t.Fatal(err)
-	case domains != 0 || pages != 0:
-		t.Errorf("a job of A pointing at B's domain shows A %d of B's domains and %d of its pages", domains, pages)
-	}
 }

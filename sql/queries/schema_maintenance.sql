@@ -14,3 +14,30 @@ WHERE NOT i.indisvalid
       SELECT 1 FROM pg_catalog.pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid
   )
 ORDER BY 1;
+
+-- name: MigrationsTableMoveFromPublic :exec
+-- dbmate's record of applied migrations used to live in public, which
+-- Supabase's API exposes; it now lives in taskq_meta (migrate.MigrationsTable).
+-- This moves an existing public.schema_migrations there, rows and all, when
+-- it holds taskq's first migration and taskq_meta has no table yet; a
+-- public.schema_migrations of some other tool is left alone. Run under the
+-- migration lock, before dbmate reads the table. A DO block cannot be
+-- prepared or explained, so sqlc vet skips it.
+-- @sqlc-vet-disable sqlc/db-prepare no-seq-scan-on-large-tables
+DO $move$
+DECLARE
+    ours boolean;
+BEGIN
+    IF to_regclass('taskq_meta.schema_migrations') IS NOT NULL
+       OR to_regclass('public.schema_migrations') IS NULL THEN
+        RETURN;
+    END IF;
+    -- Dynamic: a static reference would be planned before the check above.
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM public.schema_migrations WHERE version = ''20251024000001'')' INTO ours;
+    IF ours THEN
+        CREATE SCHEMA IF NOT EXISTS taskq_meta;
+        ALTER TABLE public.schema_migrations SET SCHEMA taskq_meta;
+        RAISE NOTICE 'moved public.schema_migrations to taskq_meta.schema_migrations';
+    END IF;
+END
+$move$;

@@ -10,10 +10,22 @@
 -- auth.role() read the JWT claims PostgREST puts in request.jwt.claim.* or
 -- request.jwt.claims, and return NULL when unauthenticated.
 --
--- Rollback: drops only what it created, which it records in
--- auth.compat_created (on Supabase that table stays empty).
+-- It records what it created in taskq_meta.compat_created (on Supabase that
+-- table stays empty). taskq_meta is the project's own schema for migration
+-- bookkeeping, which no API role can use: not auth, where Supabase has
+-- refused the postgres role CREATE since 2025-04-21, and not public, which
+-- Supabase's API exposes. dbmate's own table lives there too
+-- (migrate.MigrationsTable), which is why the schema is created only if
+-- missing and never dropped here. An earlier version of this migration kept
+-- the record in auth.compat_created; databases migrated with it keep that
+-- table until they roll this migration back.
+--
+-- Rollback: drops only what it created, read from whichever of the two
+-- tables holds the record, then the record itself.
 
 -- migrate:up
+CREATE SCHEMA IF NOT EXISTS taskq_meta;
+
 DO $compat$
 DECLARE
     r text;
@@ -23,23 +35,23 @@ BEGIN
         CREATE SCHEMA auth;
         created_schema := true;
     END IF;
-    CREATE TABLE IF NOT EXISTS auth.compat_created (
+    CREATE TABLE taskq_meta.compat_created (
         kind text NOT NULL,
         name text NOT NULL,
         PRIMARY KEY (kind, name)
     );
     IF created_schema THEN
-        INSERT INTO auth.compat_created VALUES ('schema', 'auth');
+        INSERT INTO taskq_meta.compat_created VALUES ('schema', 'auth');
     END IF;
 
     FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r) THEN
             EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', r);
-            INSERT INTO auth.compat_created VALUES ('role', r);
+            INSERT INTO taskq_meta.compat_created VALUES ('role', r);
         END IF;
     END LOOP;
     -- The workers' role bypasses row-level security, as on Supabase.
-    IF EXISTS (SELECT 1 FROM auth.compat_created WHERE kind = 'role' AND name = 'service_role') THEN
+    IF EXISTS (SELECT 1 FROM taskq_meta.compat_created WHERE kind = 'role' AND name = 'service_role') THEN
         ALTER ROLE service_role BYPASSRLS;
     END IF;
 
@@ -52,7 +64,7 @@ BEGIN
                 (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
             )::uuid
         $fn$;
-        INSERT INTO auth.compat_created VALUES ('function', 'uid');
+        INSERT INTO taskq_meta.compat_created VALUES ('function', 'uid');
     END IF;
 
     IF to_regprocedure('auth.role()') IS NULL THEN
@@ -64,7 +76,7 @@ BEGIN
                 (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'role')
             )::text
         $fn$;
-        INSERT INTO auth.compat_created VALUES ('function', 'role');
+        INSERT INTO taskq_meta.compat_created VALUES ('function', 'role');
     END IF;
 END
 $compat$;
@@ -78,11 +90,11 @@ BEGIN
         -- public to PUBLIC, so locally only auth needs a grant.
         IF NOT has_schema_privilege(r, 'auth', 'USAGE') THEN
             EXECUTE format('GRANT USAGE ON SCHEMA auth TO %I', r);
-            INSERT INTO auth.compat_created VALUES ('grant auth', r);
+            INSERT INTO taskq_meta.compat_created VALUES ('grant auth', r);
         END IF;
         IF NOT has_schema_privilege(r, 'public', 'USAGE') THEN
             EXECUTE format('GRANT USAGE ON SCHEMA public TO %I', r);
-            INSERT INTO auth.compat_created VALUES ('grant public', r);
+            INSERT INTO taskq_meta.compat_created VALUES ('grant public', r);
         END IF;
     END LOOP;
 END
@@ -92,20 +104,24 @@ $compat$;
 DO $compat$
 DECLARE
     r record;
+    record_table regclass;
     drop_schema boolean;
 BEGIN
-    FOR r IN SELECT kind, name FROM auth.compat_created WHERE kind = 'function' LOOP
+    -- The earlier version of this migration kept its record in auth.
+    record_table := coalesce(to_regclass('taskq_meta.compat_created'), to_regclass('auth.compat_created'));
+    FOR r IN EXECUTE format('SELECT kind, name FROM %s WHERE kind = %L', record_table, 'function') LOOP
         EXECUTE format('DROP FUNCTION auth.%I()', r.name);
     END LOOP;
-    FOR r IN SELECT kind, name FROM auth.compat_created WHERE kind LIKE 'grant %' LOOP
+    FOR r IN EXECUTE format('SELECT kind, name FROM %s WHERE kind LIKE %L', record_table, 'grant %') LOOP
         EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM %I', split_part(r.kind, ' ', 2), r.name);
     END LOOP;
-    drop_schema := EXISTS (SELECT 1 FROM auth.compat_created WHERE kind = 'schema');
-    DROP TABLE auth.compat_created;
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE kind = %L)', record_table, 'schema') INTO drop_schema;
+    EXECUTE format('DROP TABLE %s', record_table);
     IF drop_schema THEN
         DROP SCHEMA auth;
     END IF;
     -- Roles are cluster-wide and may hold privileges in other databases of
     -- the same server (every test database shares them), so they stay.
+    -- taskq_meta stays too: it holds dbmate's migrations table.
 END
 $compat$;
