@@ -65,6 +65,7 @@ var apiRolesMayHold = []string{
 	"authenticated EXECUTE on function public.shared_job(p_token text)",
 	"authenticated INSERT on some columns of job_share_links",
 	"authenticated SELECT on domains",
+	"authenticated SELECT on job_admissions",
 	"authenticated SELECT on job_progress",
 	"authenticated SELECT on job_shards",
 	"authenticated SELECT on job_share_links",

@@ -146,11 +146,17 @@ USING (
         WHERE organisation_id = (SELECT organisation_id FROM users WHERE id = (SELECT auth.uid()))
     )
 );
--- Supabase's default privileges would hand more than this to the API roles.
-REVOKE ALL ON job_admissions FROM anon, authenticated;
+-- As migration 20251024000015 does for the earlier objects: the API roles
+-- hold what they need and no more (Supabase's default privileges would hand
+-- them everything, PostgreSQL's every function to PUBLIC); the worker's
+-- role calls the functions its queries use.
+REVOKE ALL ON job_admissions FROM PUBLIC, anon, authenticated;
 GRANT SELECT ON job_admissions TO authenticated;
 GRANT ALL ON job_admissions TO service_role;
-REVOKE ALL ON FUNCTION job_admissions_spread(text), job_admissions_sync() FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON FUNCTION job_percent_done(integer, integer), job_admission_slots(),
+    job_admissions_spread(text), job_admissions_sync() FROM PUBLIC, anon, authenticated;
+GRANT EXECUTE ON FUNCTION job_percent_done(integer, integer), job_admission_slots(),
+    job_admissions_spread(text) TO service_role;
 
 -- migrate:down
 UPDATE jobs
