@@ -66,8 +66,8 @@ claimed AS (
         attempt = t.attempt + 1,
         lease_expires_at = coalesce($1::timestamptz, now())
                            + $4::bigint * interval '1 millisecond'
-    FROM picked p
-    WHERE t.id = p.id
+    -- An array, not a join, so tasks cannot be put on the outer side.
+    WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.job_id, t.page_id, t.path, t.priority_score, t.retry_count, t.attempt,
               t.created_at, t.started_at, t.lease_expires_at
 ),
@@ -268,11 +268,15 @@ WITH input AS (
 held AS (
     SELECT i.id, i.worker_id, i.attempt, i.failed, i.retryable, i.status_code, i.response_time, i.cache_status, i.content_type, i.content_length, i.headers, i.error
     FROM input i
-    JOIN tasks t ON t.id = i.id
-    WHERE t.status::text = 'running'
-      AND t.claimed_by = i.worker_id
-      AND t.attempt = i.attempt
-    FOR NO KEY UPDATE OF t SKIP LOCKED
+    CROSS JOIN LATERAL (
+        SELECT 1
+        FROM tasks t
+        WHERE t.id = i.id
+          AND t.status::text = 'running'
+          AND t.claimed_by = i.worker_id
+          AND t.attempt = i.attempt
+        FOR NO KEY UPDATE OF t SKIP LOCKED
+    ) t
 ),
 finished AS (
     UPDATE tasks t
@@ -302,6 +306,8 @@ finished AS (
         error = nullif(i.error, '')
     FROM held i, jobs j
     WHERE t.id = i.id
+      -- Reads held's rows even with tasks on the outer side of the join.
+      AND t.id = ANY (ARRAY(SELECT id FROM held))
       AND j.id = t.job_id
     RETURNING t.id, t.job_id, t.shard, t.status
 ),
@@ -339,6 +345,7 @@ SELECT i.id, t.job_id, 'busy'
 FROM input i
 JOIN tasks t ON t.id = i.id
 WHERE (SELECT count(*) FROM held) < cardinality($1::text[])
+  AND t.id = ANY ($1::text[])
   AND t.status::text = 'running'
   AND t.claimed_by = i.worker_id
   AND t.attempt = i.attempt
@@ -381,16 +388,12 @@ type TaskFinishManyRow struct {
 // finishing workers cannot deadlock; claims never lock tallies.
 // The tasks still held by the same claim, locked. SKIP LOCKED: a row another
 // transaction has locked is left for a later attempt rather than waited for
-// (a claimer whose snapshot predates a claim on its shard briefly locks the
-// tasks that claim took, when it passes over them). Driven from the input,
-// one tasks_pkey probe per row; status is compared as text so the planner
-// cannot reach tasks through idx_tasks_job_id_status instead, whose 'running'
-// rows it underestimates when the table was analysed with every task pending
-// (that plan re-ran the input for every running task: seconds per batch).
-// The input's columns come along, so that the update below joins nothing
-// but held: joining the input again, a generic plan (which takes the input
-// for 10 rows) scanned all of it once per task, and a batch cost its size
-// squared.
+// (a claimer passing over a shard briefly locks the tasks another claim took).
+// One tasks_pkey probe per input row whatever the statistics say (DATABASE.md,
+// "Plans that do not wait for ANALYZE"): a lateral locking subquery is never
+// flattened into a join the planner could turn around, and status compared
+// as text keeps idx_tasks_job_id_status out. The input's columns come along,
+// so that the update below joins held alone, not the input again.
 // Held by the same claim in this statement's snapshot but locked by another
 // transaction: not written now; the caller tries again. Looked for only when
 // held is short of the input (a one-time filter): usually it is not, and the
@@ -630,6 +633,8 @@ rescued AS (
         error = 'lease expired: worker ' || coalesce(e.claimed_by, 'unknown') || ' stopped renewing it'
     FROM expired e
     WHERE t.id = e.id
+      -- As in TaskFinishMany's finished.
+      AND t.id = ANY (ARRAY(SELECT id FROM expired))
     RETURNING t.id, e.job_id, e.shard, t.status, e.claimed_by
 ),
 shard_delta AS (

@@ -35,7 +35,8 @@ SELECT j.domain_id, p.path
 FROM jobs j, unnest(sqlc.arg(paths)::text[]) AS p(path)
 WHERE j.id = sqlc.arg(job_id)::text
   AND j.status IN ('pending', 'running', 'paused', 'completed')
-  AND NOT EXISTS (SELECT 1 FROM pages e WHERE e.domain_id = j.domain_id AND e.path = p.path)
+  -- A probe per path (see TaskEnqueue's known), not an anti-join.
+  AND (SELECT true FROM pages e WHERE e.domain_id = j.domain_id AND e.path = p.path LIMIT 1) IS NULL
 ORDER BY p.path
 ON CONFLICT (domain_id, path) DO NOTHING;
 
@@ -84,12 +85,20 @@ input AS (
     ) u
     ORDER BY u.path, u.ord
 ),
+-- One probe of each unique key per input row, whatever the statistics say:
+-- the LIMIT keeps the lateral subquery from being flattened into a join the
+-- planner may turn around, and a scalar subquery, unlike EXISTS, is never
+-- hashed over all of the job's tasks.
 known AS (
     SELECT i.path, i.priority, i.ord, p.id AS page_id,
-           EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id) AS queued
+           coalesce((
+               SELECT true FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id LIMIT 1
+           ), false) AS queued
     FROM input i
     JOIN job ON job.status IN ('pending', 'running', 'paused', 'completed')
-    JOIN pages p ON p.domain_id = job.domain_id AND p.path = i.path
+    CROSS JOIN LATERAL (
+        SELECT p.id FROM pages p WHERE p.domain_id = job.domain_id AND p.path = i.path LIMIT 1
+    ) p
 ),
 fresh AS (
     SELECT k.page_id, k.path, k.priority,
@@ -226,9 +235,10 @@ SELECT count(*)::integer AS skipped FROM skipped;
 -- their admission slots locked, so that no enqueue adds to them until the
 -- transaction ends (a job an enqueue holds a slot of right now is passed
 -- over). Each job is one probe of idx_tasks_job_id_status that stops at the
--- first unfinished task: a scalar subquery ordered by the index's column
--- (NOT EXISTS was planned as a hash anti-join over every unfinished task, an
--- unordered LIMIT 1 as a sequential scan).
+-- first unfinished task: status <= 'running' (pending or running, in the
+-- enum's order) is a range the index returns in order, so the ordered LIMIT 1
+-- is the cheap plan whatever the statistics say (DATABASE.md, "Plans that do
+-- not wait for ANALYZE").
 WITH drained AS (
     SELECT j.id
     FROM jobs j
@@ -238,7 +248,7 @@ WITH drained AS (
           SELECT count(*)
           FROM (
               SELECT 1 FROM tasks t
-              WHERE t.job_id = j.id AND t.status IN ('pending', 'running')
+              WHERE t.job_id = j.id AND t.status <= 'running'
               ORDER BY t.status
               LIMIT 1
           ) unfinished
@@ -269,7 +279,7 @@ WHERE j.id = ANY(sqlc.arg(ids)::text[])
       SELECT count(*)
       FROM (
           SELECT 1 FROM tasks t
-          WHERE t.job_id = j.id AND t.status IN ('pending', 'running')
+          WHERE t.job_id = j.id AND t.status <= 'running'
           ORDER BY t.status
           LIMIT 1
       ) unfinished
