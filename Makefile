@@ -33,11 +33,14 @@ lint: ## gofmt, go vet and go mod tidy must leave nothing to change
 test-deps: ## Start the local PostgreSQL and install pgbouncer when missing (make test does this first)
 	scripts/test-deps postgres pgbouncer
 
-# The load test needs only PostgreSQL: it never goes through a pooler.
+# The load test needs only PostgreSQL: it never goes through a pooler. Its
+# charts go to CHARTS (git-ignored by default; CHARTS= draws none).
+CHARTS ?= loadtest-charts
+
 .PHONY: loadtest
-loadtest: ## The plan's load test on a local database: before vs after, side by side
+loadtest: ## The plan's load test on a local database: before vs after, side by side, charts in loadtest-charts/
 	scripts/test-deps postgres
-	$(GO) run ./cmd/taskq loadtest $(ARGS)
+	$(GO) run ./cmd/taskq loadtest $(if $(CHARTS),--chart $(CHARTS)) $(ARGS)
 
 .PHONY: test
 test: test-deps verify lint ## Everything CI runs: set-up, generated code, lint, and every test against real PostgreSQL

@@ -231,6 +231,7 @@ afterwards unless --keep.`, stderr)
 		"comma-separated modes to run, in order (+discover: a crawl that finds its pages as it goes)")
 	maxDuration := fs.Duration("max-duration", 5*time.Minute, "stop a mode that runs longer and report what it did (the old claim is slow)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
+	chartDir := fs.String("chart", "", "also draw the run as PNG charts in this directory (created if missing): tasks completed per second over time, claim latency per mode")
 	keep := fs.Bool("keep", false, "keep the test databases")
 	verbose := fs.Bool("v", false, "log informational events")
 	if err := parse(fs, args); err != nil {
@@ -294,6 +295,16 @@ afterwards unless --keep.`, stderr)
 		*n, *jobs, *workers, *delay, runtime.GOOS+"/"+runtime.GOARCH, runtime.GOMAXPROCS(0))
 	if err := loadtest.WriteTable(stdout, results); err != nil {
 		return err
+	}
+	if *chartDir != "" {
+		charts, err := loadtest.WriteCharts(*chartDir, results)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout)
+		for _, c := range charts {
+			fmt.Fprintf(stdout, "chart: %s\n", c.Path)
+		}
 	}
 	if *jsonOut != "" {
 		out := struct {

@@ -175,10 +175,15 @@ type Result struct {
 	Completed      int           `json:"completed"`
 	Failed         int           `json:"failed"`
 	TasksPerMinute float64       `json:"tasks_per_minute"`
-	// ClaimP50 and ClaimP99 are the latency of one claim call (a batch's,
-	// in after-batch).
+	// ClaimP50, ClaimP90 and ClaimP99 are the latency of one claim call (a
+	// batch's, in after-batch).
 	ClaimP50 time.Duration `json:"claim_p50_ns"`
+	ClaimP90 time.Duration `json:"claim_p90_ns"`
 	ClaimP99 time.Duration `json:"claim_p99_ns"`
+	// Completions is how many tasks had finished as the run went, by the
+	// workers' own count (distinct tasks, in before), every 100 ms (or a
+	// multiple, in long runs) from the start and once at the end.
+	Completions []Sample `json:"completions"`
 	// Lock waits of 1 ms or more, from the server's lock-wait log.
 	LockWaits       int           `json:"lock_waits"`
 	LockWaitP99     time.Duration `json:"lock_wait_p99_ns"`
@@ -289,14 +294,14 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	var claims *worker.Histogram
 	switch mode.Claim() {
 	case ModeBefore:
-		claims, err = runLegacy(runCtx, pool, cfg.Workers, handler)
+		claims, res.Completions, err = runLegacy(runCtx, pool, cfg.Workers, handler)
 	default:
 		batch := 1
 		if mode.Claim() == ModeAfterBatch {
 			batch = cfg.Batch
 			res.Batch = batch
 		}
-		claims, err = runPool(runCtx, pool, dbURL, cfg, batch, handler)
+		claims, res.Completions, err = runPool(runCtx, pool, dbURL, cfg, batch, handler)
 	}
 	res.Elapsed = time.Since(start)
 	res.TimedOut = runCtx.Err() != nil && ctx.Err() == nil
@@ -310,7 +315,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	ds := dashboard.Summary()
 	res.DashboardP50, res.DashboardP99 = ds.P50, ds.P99
 	cs := claims.Summary()
-	res.ClaimP50, res.ClaimP99 = cs.P50, cs.P99
+	res.ClaimP50, res.ClaimP90, res.ClaimP99 = cs.P50, claims.Quantile(0.90), cs.P99
 	rs := waits.rowSummary()
 	res.RowLockWaits, res.RowLockWaitLongest = int(rs.Count), rs.Max
 	ws := waits.summary()
@@ -459,10 +464,14 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 // task without a lock, mark it running by id, run it, record the result,
 // and enqueue the links it found as the application did: a count of the
 // job's tasks, then one insert per link. A worker stops when nothing is
-// pending and no handler is running (one may still find links).
-func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Handler) (*worker.Histogram, error) {
+// pending and no handler is running (one may still find links). It returns
+// the claims' latencies and the series of distinct tasks finished: the old
+// claim runs some tasks several times.
+func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Handler) (*worker.Histogram, []Sample, error) {
 	q := gen.New()
 	claims := &worker.Histogram{}
+	finished := &runCounter{}
+	completions := recordCompletions(ctx, finished.distinct)
 	var wg sync.WaitGroup
 	var firstErr error
 	var errOnce sync.Once
@@ -500,6 +509,9 @@ func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Ha
 				} else {
 					_, err = q.LegacyTaskComplete(ctx, pool, legacyResult(next.ID, res))
 				}
+				if err == nil {
+					finished.ran(next.ID)
+				}
 				if err == nil && len(res.Links) > 0 {
 					err = legacyEnqueue(ctx, q, pool, next.JobID, res.Links)
 				}
@@ -512,7 +524,7 @@ func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Ha
 		})
 	}
 	wg.Wait()
-	return claims, firstErr
+	return claims, completions(), firstErr
 }
 
 // legacyEnqueue is the application's old EnqueueURLs: the job's task count
@@ -549,11 +561,16 @@ func legacyResult(id string, r tasks.Result) gen.LegacyTaskCompleteParams {
 	return p
 }
 
-// runPool runs the worker pool until no task is pending or running.
-func runPool(ctx context.Context, pool *pgxpool.Pool, dbURL string, cfg Config, batch int, h worker.Handler) (*worker.Histogram, error) {
+// runPool runs the worker pool until no task is pending or running, and
+// returns its claims' latencies and the series of tasks finished.
+func runPool(ctx context.Context, pool *pgxpool.Pool, dbURL string, cfg Config, batch int, h worker.Handler) (*worker.Histogram, []Sample, error) {
 	q := tasks.New(pool, tasks.Config{})
 	p := worker.New(q, h, worker.Config{
 		Workers: cfg.Workers, ClaimBatch: batch, ListenURL: dbURL, Logger: cfg.Logger,
+	})
+	completions := recordCompletions(ctx, func() int {
+		s := p.Stats()
+		return int(s.Completed + s.Failed)
 	})
 	poolCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -570,7 +587,7 @@ func runPool(ctx context.Context, pool *pgxpool.Pool, dbURL string, cfg Config, 
 	stop()
 	err := <-done
 	claims := p.ClaimLatency()
-	return claims, err
+	return claims, completions(), err
 }
 
 func statusCounts(ctx context.Context, pool *pgxpool.Pool) (map[string]int, error) {
@@ -603,6 +620,13 @@ func (r *runCounter) ran(id string) {
 	}
 	r.runs[id]++
 	r.mu.Unlock()
+}
+
+// distinct is how many tasks ran, each counted once.
+func (r *runCounter) distinct() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.runs)
 }
 
 func (r *runCounter) duplicates() int {

@@ -136,3 +136,75 @@ func startProgress(ctx context.Context, cfg Config, mode Mode, pool *pgxpool.Poo
 	})
 	return &wg
 }
+
+// Sample is one point of a mode's completion series: Done tasks had
+// finished (completed or failed) At this long after the mode's start.
+type Sample struct {
+	At   time.Duration `json:"at_ns"`
+	Done int           `json:"done"`
+}
+
+const (
+	completionTick = 100 * time.Millisecond
+	// maxCompletionSamples bounds a series: at twice this many points every
+	// other one is dropped and the interval doubles, so a long run (the
+	// before modes' 5 minutes) keeps 150-300 evenly spaced points.
+	maxCompletionSamples = 150
+)
+
+// recordCompletions samples count (the workers' own count of finished
+// tasks: reading it costs the server nothing, unlike startProgress's query)
+// every 100 ms from now until ctx ends or stop is called. stop takes a last
+// sample and returns the series, which starts at {0, 0}.
+func recordCompletions(ctx context.Context, count func() int) (stop func() []Sample) {
+	start := time.Now()
+	series := newCompletionSeries()
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(completionTick)
+		defer tick.Stop()
+		for n := 1; ; n++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			series.tick(n, func() Sample { return Sample{At: time.Since(start), Done: count()} })
+		}
+	})
+	return func() []Sample {
+		close(quit)
+		wg.Wait()
+		return append(series.samples, Sample{At: time.Since(start), Done: count()})
+	}
+}
+
+// completionSeries keeps every every'th tick's sample, from tick 0 on.
+type completionSeries struct {
+	samples []Sample
+	every   int
+}
+
+func newCompletionSeries() *completionSeries {
+	return &completionSeries{samples: []Sample{{}}, every: 1}
+}
+
+// tick records tick n's sample if it is one to keep; at twice
+// maxCompletionSamples it drops every other sample and keeps half as many
+// from then on, so the samples stay evenly spaced.
+func (s *completionSeries) tick(n int, sample func() Sample) {
+	if n%s.every != 0 {
+		return
+	}
+	s.samples = append(s.samples, sample())
+	if len(s.samples) == 2*maxCompletionSamples {
+		for i := range maxCompletionSamples {
+			s.samples[i] = s.samples[2*i]
+		}
+		s.samples = s.samples[:maxCompletionSamples]
+		s.every *= 2
+	}
+}

@@ -61,6 +61,14 @@ func (h *Histogram) Summary() Summary {
 	return Summary{Count: h.n, P50: h.quantile(0.50), P99: h.quantile(0.99), Max: h.max}
 }
 
+// Quantile returns the q-quantile (0 < q <= 1) of the samples, accurate to
+// the 2% of a bucket; 0 when there are none.
+func (h *Histogram) Quantile(q float64) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.quantile(q)
+}
+
 func (h *Histogram) quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
