@@ -121,8 +121,11 @@ func throughputPlot(results []Result) (*plot.Plot, []Mode, error) {
 		}
 		line.Color = modeColor(r.Mode)
 		line.Width = vg.Points(1.5)
-		if r.Mode.Discovers() {
+		switch {
+		case r.Mode.Discovers():
 			line.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+		case r.Mode.Analyzed():
+			line.Dashes = []vg.Length{vg.Points(1.5), vg.Points(2)}
 		}
 		p.Add(line)
 		if len(pts) < 3 {
@@ -267,7 +270,7 @@ func claimLatencyPlot(results []Result) (*plot.Plot, []Mode, error) {
 	names := make([]string, len(results))
 	modes := make([]Mode, len(results))
 	for i, r := range results {
-		// Two lines, so six modes' names fit side by side.
+		// Two lines, so every mode's name fits side by side.
 		names[i] = strings.Replace(string(r.Mode), "+", "\n+", 1)
 		modes[i] = r.Mode
 	}
