@@ -38,7 +38,10 @@ ORDER BY 3 DESC, 1, 2;
 -- name: LockWaitsCurrent :many
 -- Every lock wait in this database now, with how long it has lasted
 -- (pg_locks.waitstart) and which sessions block it. Sampled during load
--- tests to find the longest waits. Reads pg_locks and pg_stat_activity.
+-- tests to find the longest waits, and by the metrics collector. Reads
+-- pg_locks and pg_stat_activity. waitstart is NULL for a moment after a wait
+-- begins (PostgreSQL's documentation says so); such a wait is left out until
+-- it has a start, where scanning the NULL would fail the whole read.
 SELECT
     a.pid::integer AS pid,
     l.locktype::text AS lock_type,
@@ -51,6 +54,7 @@ SELECT
 FROM pg_catalog.pg_locks l
 JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
 WHERE NOT l.granted
+  AND l.waitstart IS NOT NULL
   AND a.datname = current_database()
 ORDER BY l.waitstart;
 
