@@ -13,6 +13,7 @@ type Histogram struct {
 	mu     sync.Mutex
 	counts [histBuckets]uint64
 	n      uint64
+	sum    time.Duration
 	max    time.Duration
 }
 
@@ -42,6 +43,7 @@ func (h *Histogram) Record(d time.Duration) {
 	h.mu.Lock()
 	h.counts[b]++
 	h.n++
+	h.sum += d
 	h.max = max(h.max, d)
 	h.mu.Unlock()
 }
@@ -82,4 +84,35 @@ func (h *Histogram) quantile(q float64) time.Duration {
 		}
 	}
 	return h.max
+}
+
+// Cumulative returns, for each of bounds (ascending), how many samples lie
+// in the buckets wholly at or below it, with the count and sum of all
+// samples: the shape of a Prometheus histogram. The bucket a bound falls in
+// is counted under the next bound up, so each count is exact for a bound
+// at most 2% lower than the one given.
+func (h *Histogram) Cumulative(bounds []time.Duration) (cum []uint64, count uint64, sum time.Duration) {
+	cum = make([]uint64, len(bounds))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var below uint64
+	j := 0
+	for i, c := range h.counts {
+		if c == 0 {
+			continue
+		}
+		// The last bucket also holds everything longer than its bound.
+		top := time.Duration(math.MaxInt64)
+		if i < histBuckets-1 {
+			top = upperBound(i)
+		}
+		for ; j < len(bounds) && bounds[j] < top; j++ {
+			cum[j] = below
+		}
+		below += c
+	}
+	for ; j < len(bounds); j++ {
+		cum[j] = below
+	}
+	return cum, h.n, h.sum
 }

@@ -158,6 +158,9 @@ func New(q *tasks.Queue, handler Handler, cfg Config) *Pool {
 	}
 }
 
+// Config is the pool's configuration, defaults filled in.
+func (p *Pool) Config() Config { return p.cfg }
+
 // Waker is the pool's wake-up signal; tests and embedders may Wake it.
 func (p *Pool) Waker() *tasks.Waker { return p.waker }
 
@@ -362,7 +365,9 @@ func (p *Pool) run(ctx, workCtx context.Context, t tasks.Task) {
 	}
 	p.hold(t)
 	start := time.Now()
+	p.stats.running.Add(1)
 	res := p.handle(workCtx, t)
+	p.stats.running.Add(-1)
 	p.stats.worked(time.Since(start))
 	release := workCtx.Err() != nil && res.Err != nil
 	waitStart := time.Now()
@@ -448,7 +453,9 @@ func (p *Pool) flush(batch []outcome) {
 	for attempt := 1; len(outcomes) > 0; attempt++ {
 		var busy []tasks.Outcome
 		p.retry("finish", func(ctx context.Context) error {
+			start := time.Now()
 			rep, err := p.q.Finish(ctx, outcomes)
+			p.stats.finishCall(time.Since(start))
 			if err != nil && len(rep.Busy) > 0 {
 				// Some rounds were written before the error: the next
 				// attempt writes only the rest.
@@ -577,6 +584,8 @@ func (p *Pool) maintain(ctx context.Context) {
 		case <-tick.C:
 		}
 		rep, err := p.q.Maintain(ctx)
+		// A pass that fails after rescuing has still rescued.
+		p.stats.rescued(rep.Rescued)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.cfg.Logger.Warn("maintenance", "err", err)

@@ -16,6 +16,9 @@ type Stats struct {
 	Claimed      int64
 	ClaimCalls   int64
 	ClaimLatency Summary
+	// FinishLatency summarises the statements writing outcomes (Finish
+	// calls, each up to CompletionBatch outcomes).
+	FinishLatency Summary
 	// Outcomes written: completed, failed and retried later; Released were
 	// handed back unfinished at shutdown. Lost were no longer held by this
 	// pool when their outcome was written (their lease had expired), and
@@ -26,6 +29,11 @@ type Stats struct {
 	Released   int64
 	Lost       int64
 	Unrecorded int64
+	// Tasks this pool's maintenance took back from workers (of any process)
+	// whose lease expired: RescuedRetried went back to pending,
+	// RescuedFailed had used their retries and failed.
+	RescuedRetried int64
+	RescuedFailed  int64
 	// Links the handlers returned with completed tasks: LinksSeen were
 	// dropped by the pool as written before; of the rest, the database added
 	// LinksAdded as pending and LinksSkipped past max_pages, and found
@@ -43,6 +51,11 @@ type Stats struct {
 	Claiming time.Duration
 	Handoff  time.Duration
 	Idle     time.Duration
+	// Now, not since Run started: handlers running, and tasks claimed by
+	// this pool whose outcome is not yet written (running, waiting for a
+	// worker, or on their way to the database).
+	Running  int64
+	InFlight int64
 }
 
 // TasksPerSecond is the rate of tasks finished (completed, failed or retried).
@@ -66,16 +79,24 @@ func (s Stats) Efficiency() float64 {
 }
 
 // Stats returns the pool's measurements so far.
-func (p *Pool) Stats() Stats { return p.stats.snapshot() }
+func (p *Pool) Stats() Stats {
+	s := p.stats.snapshot()
+	p.heldMu.Lock()
+	s.InFlight = int64(len(p.held))
+	p.heldMu.Unlock()
+	return s
+}
 
 type counters struct {
 	mu               sync.Mutex
 	started, stopped time.Time
 
 	claimedTasks, claimCalls                   atomic.Int64
-	claimLatency                               Histogram
+	claimLatency, finishLatency                Histogram
 	completed, retried, failed, released, lost atomic.Int64
 	unrecordedBatches                          atomic.Int64
+	rescuedRetried, rescuedFailed              atomic.Int64
+	running                                    atomic.Int64
 	linksFound, linksSeen, linksAdded          atomic.Int64
 	linksSkipped, linksDuplicate, linksDropped atomic.Int64
 	workingNs, claimingNs, handoffNs, idleNs   atomic.Int64
@@ -112,6 +133,18 @@ func (c *counters) worked(d time.Duration) { c.workingNs.Add(int64(d)) }
 func (c *counters) waited(d time.Duration) { c.handoffNs.Add(int64(d)) }
 func (c *counters) idled(d time.Duration)  { c.idleNs.Add(int64(d)) }
 func (c *counters) unrecorded()            { c.unrecordedBatches.Add(1) }
+
+func (c *counters) finishCall(d time.Duration) { c.finishLatency.Record(d) }
+
+func (c *counters) rescued(rs []tasks.Rescued) {
+	for _, r := range rs {
+		if r.Status == tasks.TaskFailed {
+			c.rescuedFailed.Add(1)
+		} else {
+			c.rescuedRetried.Add(1)
+		}
+	}
+}
 
 func (c *counters) finished(r tasks.FinishReport) {
 	c.completed.Add(int64(r.Completed))
@@ -150,12 +183,15 @@ func (c *counters) snapshot() Stats {
 		Claimed:        c.claimedTasks.Load(),
 		ClaimCalls:     c.claimCalls.Load(),
 		ClaimLatency:   c.claimLatency.Summary(),
+		FinishLatency:  c.finishLatency.Summary(),
 		Completed:      c.completed.Load(),
 		Retried:        c.retried.Load(),
 		Failed:         c.failed.Load(),
 		Released:       c.released.Load(),
 		Lost:           c.lost.Load(),
 		Unrecorded:     c.unrecordedBatches.Load(),
+		RescuedRetried: c.rescuedRetried.Load(),
+		RescuedFailed:  c.rescuedFailed.Load(),
 		LinksFound:     c.linksFound.Load(),
 		LinksSeen:      c.linksSeen.Load(),
 		LinksAdded:     c.linksAdded.Load(),
@@ -166,8 +202,13 @@ func (c *counters) snapshot() Stats {
 		Claiming:       time.Duration(c.claimingNs.Load()),
 		Handoff:        time.Duration(c.handoffNs.Load()),
 		Idle:           time.Duration(c.idleNs.Load()),
+		Running:        c.running.Load(),
 	}
 }
 
 // ClaimLatency is the histogram of claim-call latencies.
 func (p *Pool) ClaimLatency() *Histogram { return &p.stats.claimLatency }
+
+// FinishLatency is the histogram of the latencies of the statements that
+// write outcomes.
+func (p *Pool) FinishLatency() *Histogram { return &p.stats.finishLatency }
