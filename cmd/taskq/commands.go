@@ -19,6 +19,7 @@ import (
 	"github.com/blue-banded-bee/taskq/internal/db"
 	"github.com/blue-banded-bee/taskq/internal/loadtest"
 	"github.com/blue-banded-bee/taskq/internal/localpg"
+	"github.com/blue-banded-bee/taskq/internal/metrics"
 	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/tasks"
 	"github.com/blue-banded-bee/taskq/internal/worker"
@@ -148,6 +149,7 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 	lease := fs.Duration("lease", time.Minute, "how long a claimed task stays with this worker without an extension; a dead worker's tasks return to the queue after it")
 	noMaintain := fs.Bool("no-maintain", false, "do not run maintenance (lease rescue, progress roll-up) in this process")
 	verbose := fs.Bool("v", false, "log informational events")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9090 (docs/operations/METRICS.md)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -190,6 +192,14 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 		Workers: *workers, ClaimBatch: *batch, ListenURL: listen, PollInterval: *poll,
 		ShutdownTimeout: *shutdown, MaintainInterval: maintain, Logger: newLogger(stderr, *verbose),
 	})
+	if *metricsAddr != "" {
+		srv, err := metrics.Listen(*metricsAddr, metrics.NewRegistry(p, d.Queue(), metrics.QueueOptions{Logger: newLogger(stderr, *verbose)}))
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w", err)
+		}
+		defer srv.Close()
+		fmt.Fprintf(stderr, "taskq: metrics at http://%s/metrics\n", srv.Addr())
+	}
 	live := startLiveLine(ctx, stderr, func() string {
 		s := p.Stats()
 		return fmt.Sprintf("%d done (%d failed, %d retried)  %.0f tasks/s  claim p50 %s p99 %s",
