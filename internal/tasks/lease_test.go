@@ -575,14 +575,15 @@ func TestFinishWritesThroughAMomentaryLock(t *testing.T) {
 
 	// Held until ctx ends: handed back, nothing written. (Should ctx end
 	// during a statement rather than between two, as on a loaded machine,
-	// the statement is cancelled instead: ctx's error, nothing written.)
+	// the statement is cancelled instead: ctx's error, nothing written,
+	// whether or not an earlier attempt had already found the row busy.)
 	tx := lock(first.ID)
 	before := snapshot(t, f)
 	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	rep, err := f.queue.Finish(sctx, []tasks.Outcome{{Task: first, Result: okResult()}})
 	cancel()
 	switch {
-	case err != nil && errors.Is(err, context.DeadlineExceeded) && rep.Completed == 0 && len(rep.Busy) == 0:
+	case err != nil && errors.Is(err, context.DeadlineExceeded) && rep.Completed == 0:
 		t.Logf("ctx ended during a statement: %v", err)
 	case err != nil || len(rep.Busy) != 1 || rep.Busy[0].Task.ID != first.ID || rep.Completed != 0:
 		t.Fatalf("Finish while the row stays locked = %+v, %v; want the outcome back in Busy", rep, err)
