@@ -484,7 +484,7 @@ WITH skipped AS (
             AND (
                 SELECT true
                 FROM tasks p
-                WHERE p.job_id = c.id AND p.status = 'pending'
+                WHERE p.job_id = c.id COLLATE "C" AND p.status = 'pending'
                 ORDER BY p.shard
                 LIMIT 1
             )
@@ -748,7 +748,7 @@ WHERE EXISTS (
         AND (
             SELECT true
             FROM tasks p
-            WHERE p.job_id = o.id
+            WHERE p.job_id = o.id COLLATE "C"
               AND p.status = 'pending'
               AND p.shard >= job_shard_count(o.concurrency)
             ORDER BY p.shard

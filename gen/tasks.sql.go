@@ -33,7 +33,7 @@ WITH shard AS (
       AND (
           SELECT true
           FROM tasks t
-          WHERE t.job_id = s.job_id
+          WHERE t.job_id = s.job_id COLLATE "C"
             AND t.shard = s.shard
             AND t.status = 'pending'
             AND t.run_after <= coalesce($1::timestamptz, now())
@@ -49,7 +49,7 @@ picked AS (
     CROSS JOIN LATERAL (
         SELECT t.id
         FROM tasks t
-        WHERE t.job_id = shard.job_id
+        WHERE t.job_id = shard.job_id COLLATE "C"
           AND t.shard = shard.shard
           AND t.status = 'pending'
           AND t.run_after <= coalesce($1::timestamptz, now())
@@ -116,7 +116,8 @@ type TaskClaimRow struct {
 // Claims up to max_tasks of the best pending tasks of a running job. A claim
 // locks one free job shard with SKIP LOCKED and takes that shard's best tasks
 // (idx_tasks_claim: job_id, shard, priority_score DESC, created_at, partial on
-// pending), so concurrent claimers hold different shards and never scan or
+// pending; job_id is compared in "C", the index's collation, so that no other
+// index can serve the claim: DATABASE.md, "Plans that do not wait for ANALYZE"), so concurrent claimers hold different shards and never scan or
 // lock each other's tasks. The jobs row is only read: locking it would
 // serialise every claimer of the job. The shard's claims count moves in the
 // same statement, so claims - releases <= capacity holds at every commit.
@@ -170,7 +171,7 @@ SELECT EXISTS (
       AND (
           SELECT true
           FROM tasks t
-          WHERE t.job_id = s.job_id
+          WHERE t.job_id = s.job_id COLLATE "C"
             AND t.shard = s.shard
             AND t.status = 'pending'
             AND t.run_after <= coalesce($1::timestamptz, now())

@@ -268,7 +268,7 @@ var planIndexes = map[string]string{
 	"idx_users_organisation_id":      "CREATE INDEX idx_users_organisation_id ON public.users USING btree (organisation_id)",
 	"idx_job_share_links_created_by": "CREATE INDEX idx_job_share_links_created_by ON public.job_share_links USING btree (created_by)",
 	"idx_job_share_links_job_id":     "CREATE INDEX idx_job_share_links_job_id ON public.job_share_links USING btree (job_id)",
-	"idx_tasks_claim":                "CREATE INDEX idx_tasks_claim ON public.tasks USING btree (job_id, shard, priority_score DESC, created_at) WHERE (status = 'pending'::task_status)",
+	"idx_tasks_claim":                "CREATE INDEX idx_tasks_claim ON public.tasks USING btree (job_id COLLATE \"C\", shard, priority_score DESC, created_at) WHERE (status = 'pending'::task_status)",
 }
 
 type indexState struct {
