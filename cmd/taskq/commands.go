@@ -237,8 +237,9 @@ afterwards unless --keep.`, stderr)
 	concurrency := fs.Int("concurrency", 1000, "each job's concurrency limit")
 	delay := fs.Duration("delay", 0, "how long each simulated page fetch takes (0: no-op, measures the queue alone)")
 	dashboards := fs.Int("dashboard-samples", 40, "dashboard refreshes (as authenticated users, through RLS) timed per mode before the run")
-	modes := fs.String("modes", "before,after,after-batch,before+discover,after+discover,after-batch+discover",
-		"comma-separated modes to run, in order (+discover: a crawl that finds its pages as it goes)")
+	modes := fs.String("modes", modeList(loadtest.AllModes),
+		"comma-separated modes to run, in order (+discover: a crawl that finds its pages as it goes;\n"+
+			"+analyzed: ANALYZE between the enqueue and the run, which no other mode does)")
 	maxDuration := fs.Duration("max-duration", 5*time.Minute, "stop a mode that runs longer and report what it did (the old claim is slow)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file (- for stdout)")
 	chartDir := fs.String("chart", "", "also draw the run as PNG charts in this directory (created if missing): tasks completed per second over time, claim latency per mode")
@@ -465,4 +466,12 @@ func oneLine(s string, n int) string {
 		return s[:n-1] + "…"
 	}
 	return s
+}
+
+func modeList(modes []loadtest.Mode) string {
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = string(m)
+	}
+	return strings.Join(names, ",")
 }
