@@ -422,12 +422,13 @@ func (m *monitor) finish(t *testing.T) {
 }
 
 // checkFinal checks the end state of a run, once every worker has stopped:
-// every task completed, none pending or running; attempts accounted for
-// (with firstAttempt, every task claimed exactly once; otherwise every claim
-// beyond the first was taken back by a rescue, within the job's retries);
-// each job's shard counters balanced; and after one Maintain pass each job
-// completed with exact progress and its shards retired.
-func checkFinal(t *testing.T, pool *pgxpool.Pool, q *tasks.Queue, jobIDs []string, total int, firstAttempt bool) {
+// total tasks completed and skipped tasks skipped (never claimed), none
+// pending or running; attempts accounted for (with firstAttempt, every task
+// that ran was claimed exactly once; otherwise every claim beyond the first
+// was taken back by a rescue, within the job's retries); each job's shard
+// counters balanced; and after one Maintain pass each job completed with
+// progress exact, its tasks' rows counted, and its shards retired.
+func checkFinal(t *testing.T, pool *pgxpool.Pool, q *tasks.Queue, jobIDs []string, total, skipped int, firstAttempt bool) {
 	t.Helper()
 	ctx := context.Background()
 	byStatus := map[string]int{}
@@ -446,17 +447,22 @@ func checkFinal(t *testing.T, pool *pgxpool.Pool, q *tasks.Queue, jobIDs []strin
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(map[string]int{"completed": total}, byStatus); diff != "" {
+	want := map[string]int{"completed": total}
+	if skipped > 0 {
+		want["skipped"] = skipped
+	}
+	if diff := cmp.Diff(want, byStatus); diff != "" {
 		t.Errorf("tasks by status (-want +got):\n%s", diff)
 	}
 
-	var notFirst, unaccounted, overLimit, rescued int
+	var notFirst, unaccounted, overLimit, rescued, skippedClaimed int
 	err = pool.QueryRow(ctx, `
-		SELECT count(*) FILTER (WHERE t.attempt <> 1),
-		       count(*) FILTER (WHERE t.attempt <> t.retry_count + 1),
+		SELECT count(*) FILTER (WHERE t.status <> 'skipped' AND t.attempt <> 1),
+		       count(*) FILTER (WHERE t.status <> 'skipped' AND t.attempt <> t.retry_count + 1),
 		       count(*) FILTER (WHERE t.retry_count > j.max_retries),
-		       count(*) FILTER (WHERE t.retry_count > 0)
-		FROM tasks t JOIN jobs j ON j.id = t.job_id`).Scan(&notFirst, &unaccounted, &overLimit, &rescued)
+		       count(*) FILTER (WHERE t.retry_count > 0),
+		       count(*) FILTER (WHERE t.status = 'skipped' AND t.attempt <> 0)
+		FROM tasks t JOIN jobs j ON j.id = t.job_id`).Scan(&notFirst, &unaccounted, &overLimit, &rescued, &skippedClaimed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -468,6 +474,9 @@ func checkFinal(t *testing.T, pool *pgxpool.Pool, q *tasks.Queue, jobIDs []strin
 	}
 	if overLimit != 0 {
 		t.Errorf("%d tasks were retried more often than their job allows", overLimit)
+	}
+	if skippedClaimed != 0 {
+		t.Errorf("%d skipped tasks were claimed", skippedClaimed)
 	}
 	t.Logf("%d tasks completed; %d of them after a rescue", byStatus["completed"], rescued)
 
@@ -504,14 +513,21 @@ func checkFinal(t *testing.T, pool *pgxpool.Pool, q *tasks.Queue, jobIDs []strin
 		if err != nil {
 			t.Fatal(err)
 		}
+		var want tasks.Progress
+		err = pool.QueryRow(ctx, `
+			SELECT count(*), count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'skipped')
+			FROM tasks WHERE job_id = $1`, id).Scan(&want.Total, &want.Completed, &want.Skipped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Percent = 100
 		sum += job.Progress.Total
-		want := tasks.Progress{Total: job.Progress.Total, Completed: job.Progress.Total, Percent: 100}
 		if diff := cmp.Diff(want, job.Progress); diff != "" || job.Status != tasks.JobCompleted {
-			t.Errorf("job %s: status %s, progress (-want +got):\n%s", id, job.Status, diff)
+			t.Errorf("job %s: status %s, progress against its tasks' rows (-want +got):\n%s", id, job.Status, diff)
 		}
 	}
-	if sum != total {
-		t.Errorf("the jobs count %d tasks in all, want %d", sum, total)
+	if sum != total+skipped {
+		t.Errorf("the jobs count %d tasks in all, want %d", sum, total+skipped)
 	}
 	var shards int
 	if err := pool.QueryRow(ctx, "SELECT count(*) FROM job_shards").Scan(&shards); err != nil {

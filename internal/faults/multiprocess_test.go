@@ -46,5 +46,5 @@ func TestWorkerProcessesShareOneQueue(t *testing.T) {
 	if want := (procStats{Completed: total}); sum != want {
 		t.Errorf("the processes recorded %+v in all, want %+v", sum, want)
 	}
-	checkFinal(t, f.pool, f.queue, jobs, total, true)
+	checkFinal(t, f.pool, f.queue, jobs, total, 0, true)
 }

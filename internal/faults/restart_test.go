@@ -109,5 +109,5 @@ func TestPostgresRestartUnderRunningWorkers(t *testing.T) {
 		t.Errorf("the workers counted %d completions, %d failures and %d hand-backs of %d tasks",
 			sum.Completed, sum.Failed, sum.HandedBack, total)
 	}
-	checkFinal(t, pool, q, jobs, total, false)
+	checkFinal(t, pool, q, jobs, total, 0, false)
 }

@@ -17,8 +17,9 @@ import (
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
 )
 
-// runsSchema is where faultworker records its handler runs, and the test
-// the moments it saw its killed processes reaped.
+// runsSchema is where faultworker records its handler runs (held_at: the
+// run holds its result, see its --hold), and the test the moments it saw
+// its killed processes reaped.
 const runsSchema = `
 CREATE TABLE fault_runs (
     id         bigserial PRIMARY KEY,
@@ -27,7 +28,8 @@ CREATE TABLE fault_runs (
     process    text        NOT NULL,
     worker_id  text        NOT NULL,
     started_at timestamptz NOT NULL,
-    ended_at   timestamptz
+    ended_at   timestamptz,
+    held_at    timestamptz
 );
 CREATE INDEX ON fault_runs (task_id);
 CREATE TABLE fault_deaths (
@@ -98,10 +100,7 @@ func TestSIGKILLedWorkersNeverRunATaskTwiceAtOnce(t *testing.T) {
 		// One or two distinct victims among the processes running now.
 		for _, i := range rng.Perm(len(live))[:1+rng.IntN(2)] {
 			victim := live[i]
-			victim.kill(t)
-			if _, err := f.pool.Exec(ctx, "INSERT INTO fault_deaths VALUES ($1, clock_timestamp())", victim.name); err != nil {
-				t.Fatal(err)
-			}
+			killRecorded(t, f, victim)
 			killed = append(killed, victim)
 			live[i] = start()
 			t.Logf("killed %s at %.0f%% of the tasks; started %s", victim.name, 100*p, live[i].name)
@@ -112,7 +111,7 @@ func TestSIGKILLedWorkersNeverRunATaskTwiceAtOnce(t *testing.T) {
 		p.stop(t)
 	}
 	mon.finish(t)
-	checkFinal(t, f.pool, f.queue, jobs, total, false)
+	checkFinal(t, f.pool, f.queue, jobs, total, 0, false)
 
 	// The kills must have hit running work, or this test proved nothing.
 	var rescued, unfinishedRuns int
@@ -129,6 +128,16 @@ func TestSIGKILLedWorkersNeverRunATaskTwiceAtOnce(t *testing.T) {
 		len(killed), rescued, unfinishedRuns)
 
 	checkRuns(t, f)
+}
+
+// killRecorded kills p with SIGKILL and records in fault_deaths, with the
+// server's clock, that it was reaped: its runs ended by then.
+func killRecorded(t *testing.T, f fixture, p *proc) {
+	t.Helper()
+	p.kill(t)
+	if _, err := f.pool.Exec(context.Background(), "INSERT INTO fault_deaths VALUES ($1, clock_timestamp())", p.name); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // runChecks are the checks of fault_runs, each a query returning one line

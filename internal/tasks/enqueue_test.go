@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/blue-banded-bee/taskq/internal/tasks"
 )
@@ -322,98 +325,180 @@ func TestEnqueueDealsTasksToShardsRoundRobin(t *testing.T) {
 	}
 }
 
+// TestConcurrentEnqueueNeverAdmitsMoreThanMaxPages has 32 enqueuers, each on
+// a connection of its own so that the database sees them at once, send five
+// batches of six pages into one job: pages of their own, pages overlapping
+// their neighbours', or the same 30 pages each in its own order; with
+// max_pages 50 and with no cap. No call fails: none met a deadlock
+// (ErrConflict) or waited out the admission slots (ErrUnavailable). Exactly
+// min(max_pages, distinct pages) tasks are admitted, all of them without a
+// cap; every distinct page sent is one task of the job, pending or (past
+// max_pages) skipped, and one page row of its domain, and nothing else is;
+// the calls' results add up to the rows, every repeat a duplicate; progress
+// is exact and the slots' quota left is max_pages minus the admitted.
 func TestConcurrentEnqueueNeverAdmitsMoreThanMaxPages(t *testing.T) {
 	t.Parallel()
 	const (
-		goroutines = 8
-		batches    = 5
-		batchSize  = 6
-		maxPages   = 50
+		enqueuers = 32
+		batches   = 5
+		batchSize = 6
+		perSender = batches * batchSize
 	)
-	tests := []struct {
+	shapes := []struct {
 		name string
-		// path of goroutine g's i-th page.
+		// path of enqueuer g's i-th page.
 		path func(g, i int) string
-		// distinct pages over all goroutines.
+		// distinct pages over all enqueuers.
 		distinct int
 	}{
 		{
 			name:     "distinct pages",
-			path:     func(g, i int) string { return fmt.Sprintf("/g%d/%02d", g, i) },
-			distinct: goroutines * batches * batchSize,
+			path:     func(g, i int) string { return fmt.Sprintf("/g%02d/%02d", g, i) },
+			distinct: enqueuers * perSender,
 		},
 		{
-			// Goroutine g sends pages g*10 .. g*10+29: neighbours overlap.
+			// Enqueuer g sends pages g*10 .. g*10+29: neighbours share 20.
 			name:     "overlapping pages",
 			path:     func(g, i int) string { return fmt.Sprintf("/p%03d", g*10+i) },
-			distinct: (goroutines-1)*10 + batches*batchSize,
+			distinct: (enqueuers-1)*10 + perSender,
+		},
+		{
+			// 7 is prime to 30: each enqueuer sends all 30 pages, starting
+			// and so batching them differently.
+			name:     "the same pages in every order",
+			path:     func(g, i int) string { return fmt.Sprintf("/s%02d", (7*i+g)%perSender) },
+			distinct: perSender,
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			f := setupConns(t, tasks.Config{}, goroutines+2)
-			job := f.job(t, tasks.JobSpec{Concurrency: 8, MaxPages: maxPages}, 0)
+	for _, maxPages := range []int{50, 0} {
+		for _, shape := range shapes {
+			// One after another: each holds 34 connections of the shared
+			// server.
+			t.Run(fmt.Sprintf("%s, max_pages %d", shape.name, maxPages), func(t *testing.T) {
+				ctx := context.Background()
+				f := setupConns(t, tasks.Config{}, enqueuers+2)
+				job := f.job(t, tasks.JobSpec{Concurrency: 8, MaxPages: maxPages}, 0)
+				warmUp(t, f, enqueuers)
 
-			var (
-				wg      sync.WaitGroup
-				mu      sync.Mutex
-				sum     tasks.EnqueueResult
-				errs    []error
-				startCh = make(chan struct{})
-			)
-			for g := range goroutines {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					<-startCh
-					for b := range batches {
-						batch := make([]tasks.Page, batchSize)
-						for k := range batch {
-							i := b*batchSize + k
-							batch[k] = tasks.Page{Path: tc.path(g, i), Priority: float64((g*7+i*13)%10) / 10}
+				var (
+					wg      sync.WaitGroup
+					mu      sync.Mutex
+					sum     tasks.EnqueueResult
+					errs    []error
+					startCh = make(chan struct{})
+				)
+				for g := range enqueuers {
+					wg.Go(func() {
+						<-startCh
+						for b := range batches {
+							batch := make([]tasks.Page, batchSize)
+							for k := range batch {
+								i := b*batchSize + k
+								batch[k] = tasks.Page{Path: shape.path(g, i), Priority: float64((g*7+i*13)%10) / 10}
+							}
+							res, err := f.queue.Enqueue(ctx, job.ID, batch)
+							mu.Lock()
+							if err != nil {
+								errs = append(errs, err)
+							}
+							sum.Pending += res.Pending
+							sum.Skipped += res.Skipped
+							sum.Duplicates += res.Duplicates
+							mu.Unlock()
 						}
-						res, err := f.queue.Enqueue(ctx, job.ID, batch)
-						mu.Lock()
-						if err != nil {
-							errs = append(errs, err)
-						}
-						sum.Pending += res.Pending
-						sum.Skipped += res.Skipped
-						sum.Duplicates += res.Duplicates
-						mu.Unlock()
+					})
+				}
+				close(startCh)
+				wg.Wait()
+				for _, err := range errs {
+					if errors.Is(err, tasks.ErrConflict) {
+						t.Errorf("deadlock: %v", err)
+					} else {
+						t.Error(err)
 					}
-				}()
-			}
-			close(startCh)
-			wg.Wait()
-			if err := errors.Join(errs...); err != nil {
-				t.Fatal(err)
-			}
+				}
+				if len(errs) > 0 {
+					t.FailNow()
+				}
 
-			rows := rowProgress(t, f, job.ID)
-			if rows.Pending > maxPages {
-				t.Fatalf("%d tasks admitted, max_pages %d", rows.Pending, maxPages)
-			}
-			// Every page sent is accounted for once, and the results add up
-			// to the rows.
-			want := tasks.EnqueueResult{
-				Pending:    rows.Pending,
-				Skipped:    rows.Skipped,
-				Duplicates: goroutines*batches*batchSize - tc.distinct,
-			}
-			if diff := cmp.Diff(want, sum); diff != "" {
-				t.Errorf("sum of the enqueue results (-want +got):\n%s", diff)
-			}
-			if rows.Total != tc.distinct {
-				t.Errorf("%d tasks, want one per distinct page (%d)", rows.Total, tc.distinct)
-			}
-			checkProgress(t, f, job.ID, rows)
-			if rows.Pending != maxPages {
-				t.Errorf("%d tasks admitted of %d distinct pages, want max_pages = %d", rows.Pending, tc.distinct, maxPages)
-			}
-		})
+				admitted := shape.distinct
+				if maxPages > 0 {
+					admitted = min(maxPages, shape.distinct)
+				}
+				rows := rowProgress(t, f, job.ID)
+				if rows.Pending != admitted {
+					t.Errorf("%d tasks admitted of %d distinct pages with max_pages %d, want %d",
+						rows.Pending, shape.distinct, maxPages, admitted)
+				}
+				// Nothing lost, nothing twice: the job's tasks are the
+				// distinct pages sent, each once, and so are the domain's
+				// pages.
+				offered := map[string]bool{}
+				for g := range enqueuers {
+					for i := range perSender {
+						offered[shape.path(g, i)] = true
+					}
+				}
+				want := slices.Sorted(maps.Keys(offered))
+				var paths []string
+				for _, q := range queuedTasks(t, f, job.ID) {
+					paths = append(paths, q.Path)
+				}
+				if diff := cmp.Diff(want, paths); diff != "" {
+					t.Errorf("the job's tasks (-want +got):\n%s", diff)
+				}
+				var pagePaths []string
+				for _, p := range snapshot(t, f).Pages {
+					pagePaths = append(pagePaths, p.Path)
+				}
+				slices.Sort(pagePaths)
+				if diff := cmp.Diff(want, pagePaths); diff != "" {
+					t.Errorf("the domain's pages (-want +got):\n%s", diff)
+				}
+				// Every page sent is accounted for once, and the results
+				// add up to the rows.
+				wantSum := tasks.EnqueueResult{
+					Pending:    rows.Pending,
+					Skipped:    rows.Skipped,
+					Duplicates: enqueuers*perSender - shape.distinct,
+				}
+				if diff := cmp.Diff(wantSum, sum); diff != "" {
+					t.Errorf("sum of the enqueue results (-want +got):\n%s", diff)
+				}
+				checkProgress(t, f, job.ID, rows)
+				var quota *int64
+				if err := f.pool.QueryRow(ctx, "SELECT sum(quota) FROM job_admissions WHERE job_id = $1", job.ID).Scan(&quota); err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case maxPages == 0 && quota != nil:
+					t.Errorf("a job without max_pages has a quota of %d", *quota)
+				case maxPages > 0 && (quota == nil || *quota != int64(maxPages-admitted)):
+					t.Errorf("quota left %v, want %d", quota, maxPages-admitted)
+				}
+			})
+		}
+	}
+}
+
+// warmUp opens n connections of the fixture's pool, so that n goroutines
+// starting at once each find one and none waits for a connection to open.
+func warmUp(t testing.TB, f fixture, n int) {
+	t.Helper()
+	conns := make([]*pgxpool.Conn, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { conns[i], errs[i] = f.pool.Acquire(context.Background()) })
+	}
+	wg.Wait()
+	for _, c := range conns {
+		if c != nil {
+			c.Release()
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
 	}
 }
 

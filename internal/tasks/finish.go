@@ -34,8 +34,11 @@ type Result struct {
 	// "/"). When the task completes they are enqueued into its job in the
 	// same transaction as the outcome, so a completed task's links are never
 	// lost, and a task that dies first finds them again when it runs again.
-	// A failed task's links are not enqueued; links that are not a storable
-	// path are dropped and counted (FinishReport.LinksInvalid).
+	// A failed task's links are not enqueued. A link Enqueue would refuse
+	// (see Page: empty, not from "/", as an absolute URL or a link to
+	// another host is not, too long, with a NUL, not UTF-8, or of a NaN or
+	// infinite priority) is dropped and counted (FinishReport.LinksInvalid):
+	// it fails neither the batch nor the task, whose outcome is written.
 	Links []Page
 }
 
@@ -274,7 +277,7 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 			seen[job] = map[string]bool{}
 		}
 		for _, l := range o.Result.Links {
-			if !strings.HasPrefix(l.Path, "/") || checkPage("link", l) != nil {
+			if checkPage("link", l) != nil {
 				rep.LinksInvalid++
 				continue
 			}

@@ -319,7 +319,7 @@ func enqueueRefusal(jobID string, pages []tasks.Page) []string {
 	}
 	for i, p := range pages {
 		var args []string
-		if p.Path == "" || len(p.Path) > tasks.MaxPathLength || textProblem(p.Path) != "" {
+		if !strings.HasPrefix(p.Path, "/") || len(p.Path) > tasks.MaxPathLength || textProblem(p.Path) != "" {
 			args = append(args, fmt.Sprintf("pages[%d].Path", i))
 		}
 		if math.IsNaN(p.Priority) || math.IsInf(p.Priority, 0) {
@@ -345,12 +345,15 @@ func FuzzEnqueue(f *testing.F) {
 		{pick: 1, paths: "/x\n/y\n/z", prio1: 0.5, prio2: math.NaN()}, // NaN priority (pages[1])
 		{pick: 1, paths: "/x", prio1: math.Inf(-1)},
 		{pick: 1, paths: "/x", prio1: math.Inf(1)},
+		{pick: 1, paths: "/x\nhttps://other.example/"},    // an absolute URL (pages[1])
+		{pick: 1, paths: "@other.example/x"},              // would move the fetch to another host
+		{pick: 1, paths: "/x\n/y\npage.html", prio1: 0.5}, // relative (pages[2])
 		{jobID: "no-such-job", paths: "/fresh-1\n/fresh-2", prio1: 1},
 		{pick: 5, paths: "/fresh-1\n/fresh-2", prio1: 1}, // cancelled
 		{pick: 6, paths: "/fresh-1"},                     // failed
 		// Accepted: unicode, odd but valid text, boundaries.
 		{pick: 1, paths: "/café\n/cafe\u0301\n/日本語/ページ\n/emoji/🦀\n/rtl/\u202eevil", prio1: 1, prio2: -1},
-		{pick: 1, paths: "/\uFFFD\n/\uFEFFbom\n/%00\n/a b\t\r\n/new\nline", prio1: math.MaxFloat64, prio2: -math.MaxFloat64},
+		{pick: 1, paths: "/\uFFFD\n/\uFEFFbom\n/%00\n/a b\t\r\n/new\n//line", prio1: math.MaxFloat64, prio2: -math.MaxFloat64},
 		{pick: 1, paths: "/dup\n/dup\n/dup", prio1: 0.25, prio2: 0.75},
 		{pick: 1, paths: long, prio1: math.SmallestNonzeroFloat64},
 		{pick: 1, paths: long[:tasks.MaxPathLength-2], grow: 3, prio1: math.Copysign(0, -1)}, // 2048 bytes ending in é

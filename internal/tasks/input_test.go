@@ -236,6 +236,14 @@ func TestBadArgumentsAreRefusedWritingNothing(t *testing.T) {
 			call: enqueueWith(runningJob, tasks.Page{Path: "/a\x00b"})},
 		{name: "enqueue: path not UTF-8", want: tasks.ErrInvalidArgument, arg: "pages[0].Path",
 			call: enqueueWith(runningJob, tasks.Page{Path: "/caf\xe9"})},
+		// A fetcher appends the path to the job's domain: these would fetch
+		// from another host, or from nowhere.
+		{name: "enqueue: absolute URL", want: tasks.ErrInvalidArgument, arg: "pages[1].Path",
+			call: enqueueWith(runningJob, tasks.Page{Path: "/new"}, tasks.Page{Path: "https://other.example/x"})},
+		{name: "enqueue: path moving the host", want: tasks.ErrInvalidArgument, arg: "pages[0].Path",
+			call: enqueueWith(runningJob, tasks.Page{Path: "@other.example/x"})},
+		{name: "enqueue: relative path", want: tasks.ErrInvalidArgument, arg: "pages[0].Path",
+			call: enqueueWith(runningJob, tasks.Page{Path: "page.html"})},
 		{name: "enqueue: NaN priority", want: tasks.ErrInvalidArgument, arg: "pages[2].Priority",
 			call: enqueueWith(runningJob, tasks.Page{Path: "/x"}, tasks.Page{Path: "/y"}, tasks.Page{Path: "/z", Priority: math.NaN()})},
 		{name: "enqueue: infinite priority", want: tasks.ErrInvalidArgument, arg: "pages[0].Priority",

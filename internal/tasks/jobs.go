@@ -146,6 +146,8 @@ func (q *Queue) CreateJob(ctx context.Context, spec JobSpec) (Job, error) {
 
 // Page is a page to crawl as part of a job.
 type Page struct {
+	// Path is the page's path on the job's domain, from "/" (with its
+	// query, if any): at most MaxPathLength bytes of UTF-8 without NUL.
 	Path     string
 	Priority float64
 }
@@ -166,7 +168,9 @@ type EnqueueResult struct {
 // skipped. A pending job starts running, a completed one is reopened (a
 // crawl finds pages as it goes, and its queue may drain between batches),
 // a paused one stays paused. It fails with ErrJobNotFound for an unknown job
-// and ErrInvalidTransition for a cancelled or failed one, writing nothing.
+// and ErrInvalidTransition for a cancelled or failed one, writing nothing;
+// a page that is not a storable path from "/" (see Page) is refused with an
+// *ArgumentError naming it, before anything is sent.
 //
 // Concurrent enqueues into one job do not wait for each other: each
 // statement spends the quota of one of the job's admission slots (see
@@ -196,11 +200,16 @@ func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (Enqueu
 	return res, nil
 }
 
-// checkPage refuses a page the database could not store or index.
+// checkPage refuses a page the database could not store or index, and a
+// path that does not start with "/": a fetcher appends the path to the job's
+// domain, and "@other.example/x" or ".other.example/x" would move the fetch
+// to another host.
 func checkPage(arg string, p Page) error {
 	switch {
 	case p.Path == "":
 		return invalid(arg+".Path", "empty")
+	case p.Path[0] != '/':
+		return invalid(arg+".Path", "does not start with \"/\": a page is a path on the job's domain")
 	case len(p.Path) > MaxPathLength:
 		return invalid(arg+".Path", "%d bytes, more than %d", len(p.Path), MaxPathLength)
 	case math.IsNaN(p.Priority) || math.IsInf(p.Priority, 0):

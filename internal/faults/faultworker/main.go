@@ -1,17 +1,31 @@
 // Command faultworker is the worker binary of the fault tests: "taskq work
 // --simulate" with what those tests need and the taskq command does not
-// offer, namely a configurable lease (--lease) and a record of every
-// handler run in the table fault_runs, which the test creates:
+// offer, namely a configurable lease (--lease), a record of every handler
+// run in the table fault_runs, which the test creates:
 //
 //	fault_runs (id bigserial, task_id text, attempt integer, process text,
-//	            worker_id text, started_at timestamptz, ended_at timestamptz)
+//	            worker_id text, started_at timestamptz, ended_at timestamptz,
+//	            held_at timestamptz)
+//
+// and a crawl that discovers its pages as it goes (--site-pages): each
+// simulated fetch yields the links of its page on a crawl.Site, which the
+// pool writes with the task's outcome, or which the handler enqueues itself
+// (--enqueue-links), as the application's worker does.
 //
 // A run is recorded before the simulated fetch starts (started_at) and
 // marked after it ends (ended_at), both with the server's clock_timestamp(),
 // so [started_at, ended_at] contains the run. A run of a process killed
-// mid-fetch is never marked ended. The process runs until SIGINT or SIGTERM,
-// then shuts down gracefully and prints the pool's counts in the taskq
-// command's format.
+// mid-fetch is never marked ended.
+//
+// --hold is the fault tests' hook to kill a process at a known point: a run
+// whose task path matches the pattern (path.Match), once it has its result
+// (links included, and enqueued with --enqueue-links), marks its record
+// held (held_at) and then waits until the process is stopped, never handing
+// its result to the pool. A test that sees held_at set knows the run's
+// outcome is not written and will not be.
+//
+// The process runs until SIGINT or SIGTERM, then shuts down gracefully and
+// prints the pool's counts in the taskq command's format.
 //
 // It is built by the tests of package faults; it is not a tool.
 package main
@@ -25,6 +39,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"path"
 	"syscall"
 	"time"
 
@@ -54,10 +69,21 @@ func run(ctx context.Context) error {
 	poll := flag.Duration("poll", time.Second, "poll interval of idle workers")
 	maintain := flag.Duration("maintain", time.Second, "maintenance interval; negative: none in this process")
 	record := flag.Bool("record", true, "record every run in fault_runs")
+	sitePages := flag.Int("site-pages", 0, "fetches are of a crawl.Site of this many pages and yield its links; 0: no links")
+	enqueueLinks := flag.Bool("enqueue-links", false, "the handler enqueues its links itself rather than returning them")
+	hold := flag.String("hold", "", "runs of task paths matching this pattern (path.Match) hold their result until the process stops")
 	flag.Parse()
 	url := os.Getenv("DATABASE_URL")
 	if url == "" || *id == "" {
 		return errors.New("DATABASE_URL and --id are required")
+	}
+	if *hold != "" {
+		if _, err := path.Match(*hold, "/"); err != nil {
+			return fmt.Errorf("--hold: %w", err)
+		}
+		if !*record {
+			return errors.New("--hold marks fault_runs: it needs --record")
+		}
 	}
 	d, err := db.Open(ctx, url, db.Options{
 		MaxConns:        int32(*workers + 4),
@@ -68,11 +94,17 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer d.Close()
-	h := &handler{pool: d.Pool(), process: *id, delay: *delay, record: *record}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h := &handler{
+		pool: d.Pool(), queue: d.Queue(), logger: logger, process: *id, delay: *delay, record: *record,
+		enqueueLinks: *enqueueLinks, hold: *hold,
+	}
+	if *sitePages > 0 {
+		h.site = &crawl.Site{Pages: *sitePages}
+	}
 	p := worker.New(d.Queue(), h, worker.Config{
 		Workers: *workers, ClaimBatch: *batch, ID: *id, ListenURL: url, PollInterval: *poll,
-		MaintainInterval: *maintain, ShutdownTimeout: 10 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		MaintainInterval: *maintain, ShutdownTimeout: 10 * time.Second, Logger: logger,
 	})
 	err = p.Run(ctx)
 	s := p.Stats()
@@ -83,10 +115,15 @@ func run(ctx context.Context) error {
 
 // handler simulates a fetch between two records of the run.
 type handler struct {
-	pool    *pgxpool.Pool
-	process string
-	delay   time.Duration
-	record  bool
+	pool         *pgxpool.Pool
+	queue        *tasks.Queue
+	logger       *slog.Logger
+	process      string
+	delay        time.Duration
+	record       bool
+	site         *crawl.Site
+	enqueueLinks bool
+	hold         string
 }
 
 func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.Result {
@@ -108,9 +145,25 @@ func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 		case <-timer.C:
 		}
 	}
-	res := crawl.Simulator{}.Handle(ctx, t)
+	res := crawl.Simulator{Site: h.site}.Handle(ctx, t)
 	if ctx.Err() != nil {
 		res = tasks.Result{Err: ctx.Err()}
+	}
+	if h.enqueueLinks && res.Err == nil && len(res.Links) > 0 {
+		if _, err := h.queue.Enqueue(ctx, t.JobID, res.Links); err != nil {
+			h.logger.Warn("enqueue the links found", "task", t.ID, "err", err)
+			res = tasks.Result{Err: fmt.Errorf("enqueue the links found: %w", err)}
+		}
+		res.Links = nil
+	}
+	if h.hold != "" {
+		if held, _ := path.Match(h.hold, t.Path); held {
+			if _, err := h.pool.Exec(ctx, "UPDATE fault_runs SET held_at = clock_timestamp() WHERE id = $1", runID); err != nil {
+				return tasks.Result{Err: fmt.Errorf("record hold of run: %w", err)}
+			}
+			<-ctx.Done()
+			res = tasks.Result{Err: ctx.Err()}
+		}
 	}
 	if h.record {
 		// Marked even when the handler's context has ended: the run is
