@@ -151,6 +151,13 @@ func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 	return res
 }
 
+// Missed says a cache status means the CDN did not have the page: the
+// request that saw it warmed the cache, and a second request can confirm it.
+// Statuses meaning the page is not cacheable (BYPASS, DYNAMIC) are no miss.
+func Missed(cacheStatus string) bool {
+	return cacheStatus == "MISS" || cacheStatus == "EXPIRED"
+}
+
 func isHTML(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && (mt == "text/html" || mt == "application/xhtml+xml")
@@ -245,10 +252,12 @@ func cacheStatus(h http.Header) string {
 	return ""
 }
 
-// Simulator stands in for Fetcher in load tests: it waits Delay (0 for a
-// no-op) and returns a realistic result, the same for the same task every
-// time: mostly 200s with a few redirects and 404s, a CDN cache status, a
-// content length and a dozen response headers.
+// Simulator stands in for Fetcher in load tests and benchmarks: it waits
+// Delay (0 for a no-op) and returns a realistic result, the same for the
+// same task every time, filling every column Fetcher fills: mostly 200s
+// with a few redirects and 404s, a CDN cache status, a content length, a
+// dozen response headers, the timing breakdown, and for a third of the
+// pages (the cache misses) the cache checks and the second request.
 type Simulator struct {
 	Delay time.Duration
 	// FailEvery, when positive, fails one task in FailEvery (by task id), as
@@ -270,6 +279,12 @@ func (s Simulator) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 		case <-timer.C:
 		}
 	}
+	return s.Result(t)
+}
+
+// Result is the result Handle returns for t, at once: what the queue's
+// benchmarks write, so that they measure the row the service writes.
+func (s Simulator) Result(t tasks.Task) tasks.Result {
 	h := fnv.New64a()
 	h.Write([]byte(t.ID))
 	x := h.Sum64()
@@ -294,26 +309,79 @@ func (s Simulator) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 			links = append(links, tasks.Page{Path: p, Priority: t.PriorityScore * 0.9})
 		}
 	}
-	return tasks.Result{
+	total := s.Delay + time.Duration(x%40)*time.Millisecond
+	res := tasks.Result{
 		Links:         links,
 		StatusCode:    status,
-		ResponseTime:  s.Delay + time.Duration(x%40)*time.Millisecond,
+		ResponseTime:  total,
 		CacheStatus:   cache,
 		ContentType:   "text/html; charset=utf-8",
 		ContentLength: length,
-		Headers: http.Header{
-			"Cache-Control":             {"public, max-age=0, s-maxage=86400"},
-			"Cf-Cache-Status":           {cache},
-			"Cf-Ray":                    {fmt.Sprintf("%016x-SYD", x)},
-			"Content-Encoding":          {"br"},
-			"Content-Length":            {fmt.Sprint(length)},
-			"Content-Type":              {"text/html; charset=utf-8"},
-			"Date":                      {"Fri, 24 Oct 2025 03:12:44 GMT"},
-			"Etag":                      {fmt.Sprintf(`W/"%x"`, x>>16)},
-			"Server":                    {"cloudflare"},
-			"Strict-Transport-Security": {"max-age=31536000; includeSubDomains"},
-			"Vary":                      {"Accept-Encoding"},
-			"X-Content-Type-Options":    {"nosniff"},
-		},
+		Headers:       simulatedHeaders(x, cache, length),
+		// One connection in four is new: DNS, connect and TLS, each a
+		// share of the time to first byte.
+		Timing: simulatedTiming(total, x>>8%4 == 0),
+	}
+	if status == 301 {
+		res.RedirectURL = "https://www.example.com" + t.Path + "/"
+		res.Headers.Set("Location", res.RedirectURL)
+	}
+	if Missed(cache) {
+		// One check or two, then a second request: a hit in a third of the
+		// time, on the connection the first request opened.
+		checks := 1 + int(x>>12%2)
+		for i := range checks {
+			seen := "HIT"
+			if i < checks-1 {
+				seen = cache
+			}
+			res.CacheCheckAttempts = append(res.CacheCheckAttempts,
+				tasks.CacheCheckAttempt{Attempt: i + 1, CacheStatus: seen, Delay: 700 * time.Millisecond})
+		}
+		second := total / 3
+		res.Second = &tasks.SecondRequest{
+			ResponseTime:  second,
+			CacheStatus:   "HIT",
+			ContentLength: length,
+			Headers:       simulatedHeaders(x, "HIT", length),
+			Timing:        simulatedTiming(second, false),
+		}
+		res.Second.Headers.Set("Age", "1")
+	}
+	return res
+}
+
+// simulatedTiming splits a response time of whole milliseconds: three
+// quarters to the first byte (of which, on a new connection, a tenth each
+// to DNS and connect and a fifth to TLS), the rest to the content.
+func simulatedTiming(total time.Duration, newConn bool) tasks.Timing {
+	ms := total.Milliseconds()
+	t := tasks.Timing{
+		TTFB:            time.Duration(ms*3/4) * time.Millisecond,
+		ContentTransfer: time.Duration(ms-ms*3/4) * time.Millisecond,
+	}
+	if newConn {
+		t.DNSLookup = time.Duration(ms/10) * time.Millisecond
+		t.TCPConnection = time.Duration(ms/10) * time.Millisecond
+		t.TLSHandshake = time.Duration(ms/5) * time.Millisecond
+	}
+	return t
+}
+
+// simulatedHeaders are the response headers of a page behind Cloudflare.
+func simulatedHeaders(x uint64, cache string, length int64) http.Header {
+	return http.Header{
+		"Cache-Control":             {"public, max-age=0, s-maxage=86400"},
+		"Cf-Cache-Status":           {cache},
+		"Cf-Ray":                    {fmt.Sprintf("%016x-SYD", x)},
+		"Content-Encoding":          {"br"},
+		"Content-Length":            {fmt.Sprint(length)},
+		"Content-Type":              {"text/html; charset=utf-8"},
+		"Date":                      {"Fri, 24 Oct 2025 03:12:44 GMT"},
+		"Etag":                      {fmt.Sprintf(`W/"%x"`, x>>16)},
+		"Server":                    {"cloudflare"},
+		"Strict-Transport-Security": {"max-age=31536000; includeSubDomains"},
+		"Vary":                      {"Accept-Encoding"},
+		"X-Content-Type-Options":    {"nosniff"},
 	}
 }

@@ -2,6 +2,7 @@ package crawl_test
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -90,5 +91,59 @@ func TestFetcherFindsLinks(t *testing.T) {
 	}
 	if res := f.Handle(ctx, tasks.Task{JobID: follow.ID, Path: "/missing"}); res.StatusCode != 404 || len(res.Links) != 0 {
 		t.Errorf("a 404 page: status %d, %d links; want 404 and none", res.StatusCode, len(res.Links))
+	}
+}
+
+// TestSimulatorFillsTheRow: the simulated results the load test and the
+// benchmarks write are accepted, and fill the columns a real fetch fills,
+// the second request's for the cache misses only.
+func TestSimulatorFillsTheRow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.New(t)
+	q := tasks.New(pool, tasks.Config{})
+	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: "sim.example", Concurrency: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := make([]tasks.Page, 120)
+	for i := range pages {
+		pages[i] = tasks.Page{Path: fmt.Sprintf("/p%d", i)}
+	}
+	if _, err := q.Enqueue(ctx, job.ID, pages); err != nil {
+		t.Fatal(err)
+	}
+	var claimed []tasks.Task
+	for len(claimed) < len(pages) {
+		// A claim takes one shard's tasks at most.
+		more, err := q.Claim(ctx, "w1", len(pages))
+		if err != nil || len(more) == 0 {
+			t.Fatalf("claimed %d of %d, then %v", len(claimed), len(pages), err)
+		}
+		claimed = append(claimed, more...)
+	}
+	outcomes := make([]tasks.Outcome, len(claimed))
+	misses := 0
+	for i, task := range claimed {
+		outcomes[i] = tasks.Outcome{Task: task, Result: crawl.Simulator{}.Result(task)}
+		if crawl.Missed(outcomes[i].Result.CacheStatus) {
+			misses++
+		}
+	}
+	if rep, err := q.Finish(ctx, outcomes); err != nil || rep.Completed != len(pages) {
+		t.Fatalf("Finish = %+v, %v; want %d completed", rep, err, len(pages))
+	}
+	var timed, seconds, checked, secondMisses int
+	if err := pool.QueryRow(ctx, `
+		SELECT count(ttfb) FILTER (WHERE dns_lookup_time IS NOT NULL AND content_transfer_time IS NOT NULL),
+		       count(second_response_time) FILTER (WHERE second_headers IS NOT NULL AND second_ttfb IS NOT NULL),
+		       count(cache_check_attempts),
+		       count(*) FILTER (WHERE (second_response_time IS NOT NULL) <> (cache_status IN ('MISS', 'EXPIRED')))
+		FROM tasks WHERE job_id = $1`, job.ID).Scan(&timed, &seconds, &checked, &secondMisses); err != nil {
+		t.Fatal(err)
+	}
+	if misses == 0 || timed != len(pages) || seconds != misses || checked != misses || secondMisses != 0 {
+		t.Errorf("%d timed, %d second requests, %d with checks, %d second requests not after a miss; want %d, %d, %d, 0",
+			timed, seconds, checked, secondMisses, len(pages), misses, misses)
 	}
 }
