@@ -67,20 +67,55 @@ SET status = 'completed',
     cache_status = $3::text,
     content_type = $4::text,
     content_length = $5::bigint,
-    headers = $6::jsonb
-WHERE id = $7::text
+    headers = $6::jsonb,
+    redirect_url = $7::text,
+    dns_lookup_time = $8::integer,
+    tcp_connection_time = $9::integer,
+    tls_handshake_time = $10::integer,
+    ttfb = $11::integer,
+    content_transfer_time = $12::integer,
+    second_response_time = $13::bigint,
+    second_cache_status = $14::text,
+    second_content_length = $15::bigint,
+    second_headers = $16::jsonb,
+    second_dns_lookup_time = $17::integer,
+    second_tcp_connection_time = $18::integer,
+    second_tls_handshake_time = $19::integer,
+    second_ttfb = $20::integer,
+    second_content_transfer_time = $21::integer,
+    cache_check_attempts = $22::jsonb
+WHERE id = $23::text
 `
 
 type LegacyTaskCompleteParams struct {
-	StatusCode    *int32
-	ResponseTime  *int32
-	CacheStatus   *string
-	ContentType   *string
-	ContentLength *int64
-	Headers       json.RawMessage
-	ID            string
+	StatusCode                *int32
+	ResponseTime              *int32
+	CacheStatus               *string
+	ContentType               *string
+	ContentLength             *int64
+	Headers                   json.RawMessage
+	RedirectUrl               *string
+	DnsLookupTime             *int32
+	TcpConnectionTime         *int32
+	TlsHandshakeTime          *int32
+	Ttfb                      *int32
+	ContentTransferTime       *int32
+	SecondResponseTime        *int64
+	SecondCacheStatus         *string
+	SecondContentLength       *int64
+	SecondHeaders             json.RawMessage
+	SecondDnsLookupTime       *int32
+	SecondTcpConnectionTime   *int32
+	SecondTlsHandshakeTime    *int32
+	SecondTtfb                *int32
+	SecondContentTransferTime *int32
+	CacheCheckAttempts        json.RawMessage
+	ID                        string
 }
 
+// The old completion, one task by id, writing the row production wrote: the
+// load test's "before" database has the fetch-result columns of migration
+// 20251024000018 on top of the base schema.
 func (q *Queries) LegacyTaskComplete(ctx context.Context, db DBTX, arg LegacyTaskCompleteParams) (int64, error) {
 	result, err := db.Exec(ctx, legacyTaskComplete,
 		arg.StatusCode,
@@ -89,6 +124,22 @@ func (q *Queries) LegacyTaskComplete(ctx context.Context, db DBTX, arg LegacyTas
 		arg.ContentType,
 		arg.ContentLength,
 		arg.Headers,
+		arg.RedirectUrl,
+		arg.DnsLookupTime,
+		arg.TcpConnectionTime,
+		arg.TlsHandshakeTime,
+		arg.Ttfb,
+		arg.ContentTransferTime,
+		arg.SecondResponseTime,
+		arg.SecondCacheStatus,
+		arg.SecondContentLength,
+		arg.SecondHeaders,
+		arg.SecondDnsLookupTime,
+		arg.SecondTcpConnectionTime,
+		arg.SecondTlsHandshakeTime,
+		arg.SecondTtfb,
+		arg.SecondContentTransferTime,
+		arg.CacheCheckAttempts,
 		arg.ID,
 	)
 	if err != nil {

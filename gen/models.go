@@ -265,6 +265,37 @@ type Task struct {
 	LeaseExpiresAt *time.Time
 	RunAfter       time.Time
 	Shard          int16
+	// How the page was found: sitemap, link, manual, ...
+	SourceType *string
+	// The page (or sitemap) the task's page was found on.
+	SourceUrl *string
+	// Where the page redirected to, when it did.
+	RedirectUrl *string
+	// First request: DNS lookup, ms (0 on a reused connection).
+	DnsLookupTime *int32
+	// First request: TCP connect, ms (0 on a reused connection).
+	TcpConnectionTime *int32
+	// First request: TLS handshake, ms (0 on a reused connection or without TLS).
+	TlsHandshakeTime *int32
+	// First request: from sending it to the first response byte, ms.
+	Ttfb *int32
+	// First request: from the first response byte to the last, ms.
+	ContentTransferTime *int32
+	// The request after a cache miss that confirms the page is cached: total, ms.
+	SecondResponseTime *int64
+	// The second request's cache status (HIT once warmed).
+	SecondCacheStatus *string
+	// The second request's body, bytes.
+	SecondContentLength *int64
+	// The second request's response headers.
+	SecondHeaders             json.RawMessage
+	SecondDnsLookupTime       *int32
+	SecondTcpConnectionTime   *int32
+	SecondTlsHandshakeTime    *int32
+	SecondTtfb                *int32
+	SecondContentTransferTime *int32
+	// The cache checks between the two requests: [{"attempt", "cache_status", "delay_ms"}], as the application writes them.
+	CacheCheckAttempts json.RawMessage
 }
 
 // Privileges migration 20251024000015 revoked or granted, so that its rollback can undo exactly those.

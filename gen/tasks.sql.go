@@ -264,10 +264,29 @@ WITH input AS (
         unnest($9::text[]) AS content_type,
         unnest($10::bigint[]) AS content_length,
         unnest($11::jsonb[]) AS headers,
-        unnest($12::text[]) AS error
+        unnest($12::text[]) AS error,
+        -- What a cache-warming fetch adds: the first request's redirect and
+        -- timing breakdown, the second request (made after a cache miss),
+        -- and the cache checks between them.
+        unnest($13::text[]) AS redirect_url,
+        unnest($14::integer[]) AS dns_lookup_time,
+        unnest($15::integer[]) AS tcp_connection_time,
+        unnest($16::integer[]) AS tls_handshake_time,
+        unnest($17::integer[]) AS ttfb,
+        unnest($18::integer[]) AS content_transfer_time,
+        unnest($19::bigint[]) AS second_response_time,
+        unnest($20::text[]) AS second_cache_status,
+        unnest($21::bigint[]) AS second_content_length,
+        unnest($22::jsonb[]) AS second_headers,
+        unnest($23::integer[]) AS second_dns_lookup_time,
+        unnest($24::integer[]) AS second_tcp_connection_time,
+        unnest($25::integer[]) AS second_tls_handshake_time,
+        unnest($26::integer[]) AS second_ttfb,
+        unnest($27::integer[]) AS second_content_transfer_time,
+        unnest($28::jsonb[]) AS cache_check_attempts
 ),
 held AS (
-    SELECT i.id, i.worker_id, i.attempt, i.failed, i.retryable, i.status_code, i.response_time, i.cache_status, i.content_type, i.content_length, i.headers, i.error
+    SELECT i.id, i.worker_id, i.attempt, i.failed, i.retryable, i.status_code, i.response_time, i.cache_status, i.content_type, i.content_length, i.headers, i.error, i.redirect_url, i.dns_lookup_time, i.tcp_connection_time, i.tls_handshake_time, i.ttfb, i.content_transfer_time, i.second_response_time, i.second_cache_status, i.second_content_length, i.second_headers, i.second_dns_lookup_time, i.second_tcp_connection_time, i.second_tls_handshake_time, i.second_ttfb, i.second_content_transfer_time, i.cache_check_attempts
     FROM input i
     CROSS JOIN LATERAL (
         SELECT 1
@@ -290,13 +309,13 @@ finished AS (
         run_after = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
                          -- The exponent is capped first, so that a job with
                          -- many retries cannot overflow bigint before least().
-                         THEN coalesce($13::timestamptz, now()) + least(
-                                  $14::bigint,
-                                  $15::bigint * (2 ^ least(t.retry_count, 30))::bigint
+                         THEN coalesce($29::timestamptz, now()) + least(
+                                  $30::bigint,
+                                  $31::bigint * (2 ^ least(t.retry_count, 30))::bigint
                               ) * interval '1 millisecond'
                          ELSE t.run_after END,
         completed_at = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
-                            THEN NULL ELSE coalesce($13::timestamptz, now()) END,
+                            THEN NULL ELSE coalesce($29::timestamptz, now()) END,
         lease_expires_at = NULL,
         status_code = nullif(i.status_code, 0),
         response_time = nullif(i.response_time, -1),
@@ -304,7 +323,23 @@ finished AS (
         content_type = nullif(i.content_type, ''),
         content_length = nullif(i.content_length, -1),
         headers = i.headers,
-        error = nullif(i.error, '')
+        error = nullif(i.error, ''),
+        redirect_url = nullif(i.redirect_url, ''),
+        dns_lookup_time = nullif(i.dns_lookup_time, -1),
+        tcp_connection_time = nullif(i.tcp_connection_time, -1),
+        tls_handshake_time = nullif(i.tls_handshake_time, -1),
+        ttfb = nullif(i.ttfb, -1),
+        content_transfer_time = nullif(i.content_transfer_time, -1),
+        second_response_time = nullif(i.second_response_time, -1),
+        second_cache_status = nullif(i.second_cache_status, ''),
+        second_content_length = nullif(i.second_content_length, -1),
+        second_headers = i.second_headers,
+        second_dns_lookup_time = nullif(i.second_dns_lookup_time, -1),
+        second_tcp_connection_time = nullif(i.second_tcp_connection_time, -1),
+        second_tls_handshake_time = nullif(i.second_tls_handshake_time, -1),
+        second_ttfb = nullif(i.second_ttfb, -1),
+        second_content_transfer_time = nullif(i.second_content_transfer_time, -1),
+        cache_check_attempts = i.cache_check_attempts
     FROM held i, jobs j
     WHERE t.id = i.id
       -- Reads held's rows even with tasks on the outer side of the join.
@@ -354,21 +389,37 @@ WHERE (SELECT count(*) FROM held) < cardinality($1::text[])
 `
 
 type TaskFinishManyParams struct {
-	Ids            []string
-	WorkerIds      []string
-	Attempts       []int32
-	Failed         []bool
-	Retryable      []bool
-	StatusCodes    []int32
-	ResponseTimes  []int32
-	CacheStatuses  []string
-	ContentTypes   []string
-	ContentLengths []int64
-	Headers        []json.RawMessage
-	Errors         []string
-	Now            *time.Time
-	BackoffMaxMs   int64
-	BackoffBaseMs  int64
+	Ids                        []string
+	WorkerIds                  []string
+	Attempts                   []int32
+	Failed                     []bool
+	Retryable                  []bool
+	StatusCodes                []int32
+	ResponseTimes              []int32
+	CacheStatuses              []string
+	ContentTypes               []string
+	ContentLengths             []int64
+	Headers                    []json.RawMessage
+	Errors                     []string
+	RedirectUrls               []string
+	DnsLookupTimes             []int32
+	TcpConnectionTimes         []int32
+	TlsHandshakeTimes          []int32
+	Ttfbs                      []int32
+	ContentTransferTimes       []int32
+	SecondResponseTimes        []int64
+	SecondCacheStatuses        []string
+	SecondContentLengths       []int64
+	SecondHeaders              []json.RawMessage
+	SecondDnsLookupTimes       []int32
+	SecondTcpConnectionTimes   []int32
+	SecondTlsHandshakeTimes    []int32
+	SecondTtfbs                []int32
+	SecondContentTransferTimes []int32
+	CacheCheckAttempts         []json.RawMessage
+	Now                        *time.Time
+	BackoffMaxMs               int64
+	BackoffBaseMs              int64
 }
 
 type TaskFinishManyRow struct {
@@ -413,6 +464,22 @@ func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishMan
 		arg.ContentLengths,
 		arg.Headers,
 		arg.Errors,
+		arg.RedirectUrls,
+		arg.DnsLookupTimes,
+		arg.TcpConnectionTimes,
+		arg.TlsHandshakeTimes,
+		arg.Ttfbs,
+		arg.ContentTransferTimes,
+		arg.SecondResponseTimes,
+		arg.SecondCacheStatuses,
+		arg.SecondContentLengths,
+		arg.SecondHeaders,
+		arg.SecondDnsLookupTimes,
+		arg.SecondTcpConnectionTimes,
+		arg.SecondTlsHandshakeTimes,
+		arg.SecondTtfbs,
+		arg.SecondContentTransferTimes,
+		arg.CacheCheckAttempts,
 		arg.Now,
 		arg.BackoffMaxMs,
 		arg.BackoffBaseMs,
@@ -436,7 +503,7 @@ func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishMan
 }
 
 const taskGet = `-- name: TaskGet :one
-SELECT id, job_id, page_id, path, status, priority_score, retry_count, created_at, started_at, completed_at, error, status_code, response_time, cache_status, content_type, content_length, headers, attempt, claimed_by, lease_expires_at, run_after, shard FROM tasks WHERE id = $1::text
+SELECT id, job_id, page_id, path, status, priority_score, retry_count, created_at, started_at, completed_at, error, status_code, response_time, cache_status, content_type, content_length, headers, attempt, claimed_by, lease_expires_at, run_after, shard, source_type, source_url, redirect_url, dns_lookup_time, tcp_connection_time, tls_handshake_time, ttfb, content_transfer_time, second_response_time, second_cache_status, second_content_length, second_headers, second_dns_lookup_time, second_tcp_connection_time, second_tls_handshake_time, second_ttfb, second_content_transfer_time, cache_check_attempts FROM tasks WHERE id = $1::text
 `
 
 // One task by id. Relies on tasks_pkey.
@@ -466,12 +533,30 @@ func (q *Queries) TaskGet(ctx context.Context, db DBTX, id string) (Task, error)
 		&i.LeaseExpiresAt,
 		&i.RunAfter,
 		&i.Shard,
+		&i.SourceType,
+		&i.SourceUrl,
+		&i.RedirectUrl,
+		&i.DnsLookupTime,
+		&i.TcpConnectionTime,
+		&i.TlsHandshakeTime,
+		&i.Ttfb,
+		&i.ContentTransferTime,
+		&i.SecondResponseTime,
+		&i.SecondCacheStatus,
+		&i.SecondContentLength,
+		&i.SecondHeaders,
+		&i.SecondDnsLookupTime,
+		&i.SecondTcpConnectionTime,
+		&i.SecondTlsHandshakeTime,
+		&i.SecondTtfb,
+		&i.SecondContentTransferTime,
+		&i.CacheCheckAttempts,
 	)
 	return i, err
 }
 
 const taskListByJob = `-- name: TaskListByJob :many
-SELECT id, job_id, page_id, path, status, priority_score, retry_count, created_at, started_at, completed_at, error, status_code, response_time, cache_status, content_type, content_length, headers, attempt, claimed_by, lease_expires_at, run_after, shard FROM tasks
+SELECT id, job_id, page_id, path, status, priority_score, retry_count, created_at, started_at, completed_at, error, status_code, response_time, cache_status, content_type, content_length, headers, attempt, claimed_by, lease_expires_at, run_after, shard, source_type, source_url, redirect_url, dns_lookup_time, tcp_connection_time, tls_handshake_time, ttfb, content_transfer_time, second_response_time, second_cache_status, second_content_length, second_headers, second_dns_lookup_time, second_tcp_connection_time, second_tls_handshake_time, second_ttfb, second_content_transfer_time, cache_check_attempts FROM tasks
 WHERE job_id = $1::text
 ORDER BY priority_score DESC, created_at, id
 `
@@ -510,6 +595,24 @@ func (q *Queries) TaskListByJob(ctx context.Context, db DBTX, jobID string) ([]T
 			&i.LeaseExpiresAt,
 			&i.RunAfter,
 			&i.Shard,
+			&i.SourceType,
+			&i.SourceUrl,
+			&i.RedirectUrl,
+			&i.DnsLookupTime,
+			&i.TcpConnectionTime,
+			&i.TlsHandshakeTime,
+			&i.Ttfb,
+			&i.ContentTransferTime,
+			&i.SecondResponseTime,
+			&i.SecondCacheStatus,
+			&i.SecondContentLength,
+			&i.SecondHeaders,
+			&i.SecondDnsLookupTime,
+			&i.SecondTcpConnectionTime,
+			&i.SecondTlsHandshakeTime,
+			&i.SecondTtfb,
+			&i.SecondContentTransferTime,
+			&i.CacheCheckAttempts,
 		); err != nil {
 			return nil, err
 		}

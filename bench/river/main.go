@@ -8,8 +8,10 @@
 // Each side runs as its authors tune it for throughput: River with the
 // settings of its own benchmark (`river bench`: 2,000 workers, a 2 ms fetch
 // cooldown, a 20 ms poll interval) and no-op jobs; taskq with batched claims
-// and realistic task rows (the result columns and headers a page fetch
-// records). Both count a job done when its completion is written.
+// and realistic task rows (every column a page fetch records, from
+// crawl.Simulator: headers, the timing breakdown, and for cache misses the
+// cache checks and the second request). Both count a job done when its
+// completion is written.
 //
 // -variant name=SQL adds a third side, taskq with SQL run on its database
 // after migrating (dropping an index, say), so that what a schema change
@@ -24,7 +26,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
@@ -38,6 +39,7 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 
+	"github.com/blue-banded-bee/taskq/internal/crawl"
 	"github.com/blue-banded-bee/taskq/internal/db"
 	"github.com/blue-banded-bee/taskq/internal/localpg"
 	"github.com/blue-banded-bee/taskq/internal/migrate"
@@ -341,12 +343,8 @@ func burnTaskq(ctx context.Context, cfg config, dbURL, variantSQL string) (burn,
 	if _, err := d.Pool().Exec(ctx, "VACUUM ANALYZE"); err != nil {
 		return burn{}, err
 	}
-	p := worker.New(q, worker.HandlerFunc(func(context.Context, tasks.Task) tasks.Result {
-		return tasks.Result{
-			StatusCode: 200, ResponseTime: 120 * time.Millisecond, CacheStatus: "HIT",
-			ContentType: "text/html; charset=utf-8", ContentLength: 48_213,
-			Headers: http.Header{"Cf-Cache-Status": {"HIT"}, "Content-Type": {"text/html; charset=utf-8"}},
-		}
+	p := worker.New(q, worker.HandlerFunc(func(_ context.Context, t tasks.Task) tasks.Result {
+		return crawl.Simulator{}.Result(t)
 	}), worker.Config{Workers: cfg.workers, ClaimBatch: cfg.batch, ListenURL: dbURL})
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -24,13 +24,16 @@ import (
 
 // The queue's types and errors, under the names the application uses.
 type (
-	Task          = tasks.Task
-	TaskResult    = tasks.Result
-	Job           = tasks.Job
-	JobOptions    = tasks.JobSpec
-	Page          = tasks.Page
-	EnqueueResult = tasks.EnqueueResult
-	Progress      = tasks.Progress
+	Task              = tasks.Task
+	TaskResult        = tasks.Result
+	Timing            = tasks.Timing
+	SecondRequest     = tasks.SecondRequest
+	CacheCheckAttempt = tasks.CacheCheckAttempt
+	Job               = tasks.Job
+	JobOptions        = tasks.JobSpec
+	Page              = tasks.Page
+	EnqueueResult     = tasks.EnqueueResult
+	Progress          = tasks.Progress
 )
 
 // Errors; compare with errors.Is.

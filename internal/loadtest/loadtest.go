@@ -6,8 +6,9 @@
 // service's crawls do:
 //
 //   - before: the schema as production had it (no foreign-key indexes, bare
-//     auth.uid() policies, the per-task job counter trigger) and the old
-//     claim: SELECT the next pending task, then UPDATE it by id;
+//     auth.uid() policies, the per-task job counter trigger, and the
+//     fetch-result columns the base schema lacks) and the old claim: SELECT
+//     the next pending task, then UPDATE it by id;
 //   - after: every migration, workers claiming one task each with
 //     ClaimNextTask (FOR UPDATE SKIP LOCKED), outcomes written in batches;
 //   - after-batch: every migration, one fetcher claiming batches.
@@ -16,6 +17,11 @@
 // application did (a count of the job's tasks, then one insert per link, the
 // counter trigger firing per row); the new one writes them with the
 // outcomes, through admission slots.
+//
+// Every mode's fetch is crawl.Simulator's, whose results fill every column
+// the service writes (headers, the timing breakdown, and for cache misses
+// the cache checks and the second request), so each mode is measured on the
+// row production writes.
 //
 // Lock waits are measured twice: by sampling pg_locks (waitstart) every
 // 10 ms, and from the server's own lock-wait log (log_lock_waits with
@@ -259,6 +265,13 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	}
 	if err := (migrate.Runner{URL: dbURL, Target: target}).Up(ctx); err != nil {
 		return Result{}, fmt.Errorf("migrate: %w", err)
+	}
+	if mode.Claim() == ModeBefore {
+		// Production's tasks had the fetch-result columns the base schema
+		// lacks: the old code writes the same row as the new.
+		if err := addFetchColumns(ctx, dbURL); err != nil {
+			return Result{}, err
+		}
 	}
 	cfg.Logger.Info("seeding", "mode", mode, "database", name, "tasks", cfg.Tasks, "jobs", cfg.Jobs)
 
@@ -562,17 +575,58 @@ func legacyEnqueue(ctx context.Context, q *gen.Queries, pool *pgxpool.Pool, jobI
 	return nil
 }
 
+// legacyResult is the old completion's row: every column the application
+// wrote, the second request's only when one was made.
 func legacyResult(id string, r tasks.Result) gen.LegacyTaskCompleteParams {
-	code, ms, length := int32(r.StatusCode), int32(r.ResponseTime.Milliseconds()), r.ContentLength
+	code, length := int32(r.StatusCode), r.ContentLength
 	p := gen.LegacyTaskCompleteParams{
-		ID: id, StatusCode: &code, ResponseTime: &ms, ContentLength: &length,
-		CacheStatus: &r.CacheStatus, ContentType: &r.ContentType,
+		ID: id, StatusCode: &code, ResponseTime: msPtr(r.ResponseTime), ContentLength: &length,
+		CacheStatus: &r.CacheStatus, ContentType: &r.ContentType, RedirectUrl: &r.RedirectURL,
+		DnsLookupTime: msPtr(r.Timing.DNSLookup), TcpConnectionTime: msPtr(r.Timing.TCPConnection),
+		TlsHandshakeTime: msPtr(r.Timing.TLSHandshake), Ttfb: msPtr(r.Timing.TTFB),
+		ContentTransferTime: msPtr(r.Timing.ContentTransfer),
 	}
 	if r.Headers != nil {
-		h, _ := jsonMarshal(r.Headers)
-		p.Headers = h
+		p.Headers, _ = jsonMarshal(r.Headers)
+	}
+	if s := r.Second; s != nil {
+		total := s.ResponseTime.Milliseconds()
+		p.SecondResponseTime, p.SecondCacheStatus, p.SecondContentLength = &total, &s.CacheStatus, &s.ContentLength
+		p.SecondDnsLookupTime, p.SecondTcpConnectionTime, p.SecondTlsHandshakeTime = msPtr(s.Timing.DNSLookup),
+			msPtr(s.Timing.TCPConnection), msPtr(s.Timing.TLSHandshake)
+		p.SecondTtfb, p.SecondContentTransferTime = msPtr(s.Timing.TTFB), msPtr(s.Timing.ContentTransfer)
+		if s.Headers != nil {
+			p.SecondHeaders, _ = jsonMarshal(s.Headers)
+		}
+	}
+	if r.CacheCheckAttempts != nil {
+		p.CacheCheckAttempts, _ = jsonMarshal(r.CacheCheckAttempts)
 	}
 	return p
+}
+
+// msPtr is d in the whole milliseconds the old code stored.
+func msPtr(d time.Duration) *int32 {
+	v := int32(min(d.Milliseconds(), 1<<31-1))
+	return &v
+}
+
+// addFetchColumns runs the fetch-result columns' migration on a database
+// migrated to the base schema.
+func addFetchColumns(ctx context.Context, dbURL string) error {
+	sql, err := migrate.UpSQL(migrate.VersionTaskFetchResults)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("add the fetch-result columns: %w", err)
+	}
+	return nil
 }
 
 // runPool runs the worker pool until no task is pending or running, and

@@ -53,6 +53,10 @@ import (
 const (
 	// VersionBaseSchema is the schema as production had it before round 2.
 	VersionBaseSchema = "20251024000002"
+	// VersionTaskFetchResults adds the columns of a cache-warming fetch to
+	// tasks. Production's rows had them, so the load test's "before"
+	// database gets them too (UpSQL), on top of the base schema.
+	VersionTaskFetchResults = "20251024000018"
 	// VersionLatest means every migration.
 	VersionLatest = ""
 )
@@ -124,6 +128,20 @@ func Files(target string) (fs.FS, error) {
 		return nil, fmt.Errorf("%w: %s", ErrUnknownVersion, target)
 	}
 	return out, nil
+}
+
+// UpSQL returns the up section of the migration of version, for running it
+// outside the order of the migrations (see VersionTaskFetchResults).
+func UpSQL(version string) (string, error) {
+	names, err := fs.Glob(schema.FS, version+"_*.sql")
+	if err != nil || len(names) != 1 {
+		return "", fmt.Errorf("%w: %s", ErrUnknownVersion, version)
+	}
+	parsed, err := (&dbmate.Migration{FS: schema.FS, FilePath: names[0], FileName: names[0], Version: version}).Parse()
+	if err != nil {
+		return "", fmt.Errorf("migration %s: %w", names[0], err)
+	}
+	return parsed.Up, nil
 }
 
 // Hash identifies the migrations up to target by their names and contents.

@@ -12,10 +12,16 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/blue-banded-bee/taskq/internal/crawl"
 	"github.com/blue-banded-bee/taskq/internal/gensql"
 	"github.com/blue-banded-bee/taskq/internal/tasks"
 	"github.com/blue-banded-bee/taskq/internal/worker"
 )
+
+// realistic makes the results the benchmarks write: every column a page
+// fetch fills, so that the figures are measured on the row the service
+// writes.
+var realistic = crawl.Simulator{}
 
 // drain runs workers goroutines that claim batch tasks at a time and finish
 // them, until total tasks are done; it returns the elapsed time.
@@ -43,7 +49,7 @@ func drain(tb testing.TB, f fixture, workers, batch, total int) time.Duration {
 				}
 				outcomes := make([]tasks.Outcome, len(claimed))
 				for i, t := range claimed {
-					outcomes[i] = tasks.Outcome{Task: t, Result: okResult()}
+					outcomes[i] = tasks.Outcome{Task: t, Result: realistic.Result(t)}
 				}
 				rep, err := f.queue.Finish(ctx, outcomes)
 				if err != nil {
@@ -89,7 +95,7 @@ func drainSingleClaims(tb testing.TB, f fixture, workers, flushBatch, total int)
 					errs <- err
 					return
 				}
-				outcomes <- tasks.Outcome{Task: *task, Result: okResult()}
+				outcomes <- tasks.Outcome{Task: *task, Result: realistic.Result(*task)}
 			}
 		}()
 	}
@@ -246,20 +252,45 @@ func (r rawQueue) finish(ctx context.Context, worker string, ts []rawTask) (int,
 
 func (r rawQueue) finishOnce(ctx context.Context, worker string, ts []rawTask) (int, map[string]bool, error) {
 	n := len(ts)
-	ids, workers, errs, caches, types := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	ids, workers, errs, caches, types, redirects, caches2 := make([]string, n), make([]string, n), make([]string, n),
+		make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	attempts, codes, times := make([]int32, n), make([]int32, n), make([]int32, n)
+	var timing, timing2 [5][]int32
+	for k := range timing {
+		timing[k], timing2[k] = make([]int32, n), make([]int32, n)
+	}
 	failed, retryable := make([]bool, n), make([]bool, n)
-	lengths := make([]int64, n)
-	headers := make([][]byte, n)
-	res := okResult()
-	h, _ := json.Marshal(res.Headers)
+	lengths, times2, lengths2 := make([]int64, n), make([]int64, n), make([]int64, n)
+	headers, headers2, checks := make([][]byte, n), make([][]byte, n), make([][]byte, n)
+	ms := func(d time.Duration) int32 { return int32(d.Milliseconds()) }
+	split := func(parts [5][]int32, i int, t tasks.Timing) {
+		parts[0][i], parts[1][i], parts[2][i], parts[3][i], parts[4][i] =
+			ms(t.DNSLookup), ms(t.TCPConnection), ms(t.TLSHandshake), ms(t.TTFB), ms(t.ContentTransfer)
+	}
 	for i, t := range ts {
+		res := realistic.Result(tasks.Task{ID: t.id, JobID: t.jobID, Path: t.path})
 		ids[i], workers[i], attempts[i] = t.id, worker, t.attempt
-		codes[i], times[i], caches[i], types[i], lengths[i], headers[i] =
-			int32(res.StatusCode), int32(res.ResponseTime.Milliseconds()), res.CacheStatus, res.ContentType, res.ContentLength, h
+		codes[i], times[i], caches[i], types[i], lengths[i], redirects[i] =
+			int32(res.StatusCode), ms(res.ResponseTime), res.CacheStatus, res.ContentType, res.ContentLength, res.RedirectURL
+		headers[i], _ = json.Marshal(res.Headers)
+		split(timing, i, res.Timing)
+		times2[i], lengths2[i] = -1, -1
+		for k := range timing2 {
+			timing2[k][i] = -1
+		}
+		if s := res.Second; s != nil {
+			times2[i], caches2[i], lengths2[i] = s.ResponseTime.Milliseconds(), s.CacheStatus, s.ContentLength
+			headers2[i], _ = json.Marshal(s.Headers)
+			split(timing2, i, s.Timing)
+		}
+		if res.CacheCheckAttempts != nil {
+			checks[i], _ = json.Marshal(res.CacheCheckAttempts)
+		}
 	}
 	rows, err := r.pool.Query(ctx, r.finis, ids, workers, attempts, failed, retryable, codes, times, caches, types,
-		lengths, headers, errs, nil, int64(300000), int64(1000))
+		lengths, headers, errs, redirects, timing[0], timing[1], timing[2], timing[3], timing[4],
+		times2, caches2, lengths2, headers2, timing2[0], timing2[1], timing2[2], timing2[3], timing2[4], checks,
+		nil, int64(300000), int64(1000))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -403,7 +434,7 @@ func BenchmarkClaimLatencyByQueueSize(b *testing.B) {
 							b.Error(err)
 							return
 						}
-						outcomes <- tasks.Outcome{Task: *task, Result: okResult()}
+						outcomes <- tasks.Outcome{Task: *task, Result: realistic.Result(*task)}
 					}
 				}()
 			}

@@ -377,7 +377,11 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"TaskClaim", []any{&now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
 		{"TaskClaimableExists", []any{&now}, "idx_tasks_claim", 32, false, ""},
 		{"TaskFinishMany", []any{one, one, []int32{1}, []bool{false}, []bool{false}, []int32{200}, []int32{5},
-			one, one, []int64{1}, [][]byte{[]byte("{}")}, one, &now, int64(1000), int64(100)}, "tasks_pkey", 1, false, ""},
+			one, one, []int64{1}, [][]byte{[]byte("{}")}, one,
+			one, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
+			[]int64{1}, one, []int64{1}, [][]byte{[]byte("{}")}, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
+			[][]byte{[]byte("[]")},
+			&now, int64(1000), int64(100)}, "tasks_pkey", 1, false, ""},
 		{"TaskExtendLease", []any{&now, int64(60000), one, one, []int32{1}}, "tasks_pkey", 1, false, ""},
 		{"TaskReleaseMany", []any{one, one, []int32{1}, &now}, "tasks_pkey", 1, false, ""},
 		{"TaskRescueExpired", []any{&now, int32(100)}, "idx_tasks_job_id_status", 100, false, ""},
@@ -553,7 +557,11 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 	}{
 		{"TaskClaim", []any{&now, int32(n), "w2", int64(60000)}},
 		{"TaskFinishMany", []any{ids, workers, attempts, falses, falses, codes, codes,
-			texts, texts, lengths, headers, texts, &now, int64(1000), int64(100)}},
+			texts, texts, lengths, headers, texts,
+			// The fetch's redirect and timing, the second request, the checks.
+			texts, codes, codes, codes, codes, codes,
+			lengths, texts, lengths, headers, codes, codes, codes, codes, codes, headers,
+			&now, int64(1000), int64(100)}},
 		{"TaskReleaseMany", []any{ids, workers, attempts, &now}},
 		{"TaskExtendLease", []any{&now, int64(60000), ids, workers, attempts}},
 	}

@@ -16,16 +16,31 @@ import (
 	"github.com/blue-banded-bee/taskq/gen"
 )
 
-// Result is what running a task produced.
+// Result is what running a task produced: for the cache-warming service,
+// what fetching the page recorded. Durations are stored in whole
+// milliseconds, as the application stores them.
 type Result struct {
 	// StatusCode is the HTTP status of the fetched page; 0 means there was
 	// no response, and then the other response fields are not recorded.
-	StatusCode    int
-	ResponseTime  time.Duration
-	CacheStatus   string
-	ContentType   string
+	StatusCode   int
+	ResponseTime time.Duration
+	CacheStatus  string
+	ContentType  string
+	// ContentLength is the body's size in bytes; -1 when unknown.
 	ContentLength int64
 	Headers       http.Header
+	// RedirectURL is where the page redirected to, when it did.
+	RedirectURL string
+	// Timing breaks the request's ResponseTime down. Recorded with the
+	// response; zero parts are stored as 0 (a reused connection has no DNS
+	// lookup, connect or handshake).
+	Timing Timing
+	// Second is the request made after the first found the page not in
+	// the CDN's cache, to confirm the first warmed it; nil when none was.
+	Second *SecondRequest
+	// CacheCheckAttempts are the cache checks made between the two
+	// requests, in order.
+	CacheCheckAttempts []CacheCheckAttempt
 	// Err, when set, fails the task. It is retried after a backoff until the
 	// job's max_retries, unless Permanent.
 	Err       error
@@ -40,6 +55,60 @@ type Result struct {
 	// infinite priority) is dropped and counted (FinishReport.LinksInvalid):
 	// it fails neither the batch nor the task, whose outcome is written.
 	Links []Page
+}
+
+// Timing is where a request's time went, as net/http/httptrace reports it.
+type Timing struct {
+	DNSLookup     time.Duration
+	TCPConnection time.Duration
+	TLSHandshake  time.Duration
+	// TTFB runs from sending the request to the first byte of the response.
+	TTFB time.Duration
+	// ContentTransfer runs from the first byte of the response to the last.
+	ContentTransfer time.Duration
+}
+
+// SecondRequest is what the request after a cache miss recorded.
+type SecondRequest struct {
+	ResponseTime time.Duration
+	CacheStatus  string
+	// ContentLength is the body's size in bytes; -1 when unknown.
+	ContentLength int64
+	Headers       http.Header
+	Timing        Timing
+}
+
+// CacheCheckAttempt is one check of a page's cache status between the two
+// requests of a fetch.
+type CacheCheckAttempt struct {
+	Attempt     int
+	CacheStatus string
+	// Delay is how long the fetch waited before this check.
+	Delay time.Duration
+}
+
+// cacheCheckAttemptJSON is CacheCheckAttempt as the application stores it
+// in tasks.cache_check_attempts.
+type cacheCheckAttemptJSON struct {
+	Attempt     int    `json:"attempt"`
+	CacheStatus string `json:"cache_status"`
+	DelayMs     int64  `json:"delay_ms"`
+}
+
+// MarshalJSON writes the attempt as the application stores it, the delay in
+// milliseconds.
+func (a CacheCheckAttempt) MarshalJSON() ([]byte, error) {
+	return json.Marshal(cacheCheckAttemptJSON{a.Attempt, a.CacheStatus, a.Delay.Milliseconds()})
+}
+
+// UnmarshalJSON reads an attempt as MarshalJSON writes it.
+func (a *CacheCheckAttempt) UnmarshalJSON(b []byte) error {
+	var j cacheCheckAttemptJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*a = CacheCheckAttempt{Attempt: j.Attempt, CacheStatus: j.CacheStatus, Delay: time.Duration(j.DelayMs) * time.Millisecond}
+	return nil
 }
 
 // Outcome is a claimed task with its result.
@@ -177,6 +246,23 @@ func (q *Queue) finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		Errors:         make([]string, len(outcomes)),
 		BackoffBaseMs:  q.cfg.BackoffBase.Milliseconds(),
 		BackoffMaxMs:   q.cfg.BackoffMax.Milliseconds(),
+
+		RedirectUrls:               make([]string, len(outcomes)),
+		DnsLookupTimes:             make([]int32, len(outcomes)),
+		TcpConnectionTimes:         make([]int32, len(outcomes)),
+		TlsHandshakeTimes:          make([]int32, len(outcomes)),
+		Ttfbs:                      make([]int32, len(outcomes)),
+		ContentTransferTimes:       make([]int32, len(outcomes)),
+		SecondResponseTimes:        make([]int64, len(outcomes)),
+		SecondCacheStatuses:        make([]string, len(outcomes)),
+		SecondContentLengths:       make([]int64, len(outcomes)),
+		SecondHeaders:              make([]json.RawMessage, len(outcomes)),
+		SecondDnsLookupTimes:       make([]int32, len(outcomes)),
+		SecondTcpConnectionTimes:   make([]int32, len(outcomes)),
+		SecondTlsHandshakeTimes:    make([]int32, len(outcomes)),
+		SecondTtfbs:                make([]int32, len(outcomes)),
+		SecondContentTransferTimes: make([]int32, len(outcomes)),
+		CacheCheckAttempts:         make([]json.RawMessage, len(outcomes)),
 	}
 	seen := make(map[string]bool, len(outcomes))
 	for i, o := range outcomes {
@@ -317,6 +403,10 @@ func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
 	p.Retryable[i] = r.Err != nil && !r.Permanent
 	p.ResponseTimes[i] = -1
 	p.ContentLengths[i] = -1
+	p.DnsLookupTimes[i], p.TcpConnectionTimes[i], p.TlsHandshakeTimes[i], p.Ttfbs[i], p.ContentTransferTimes[i] = -1, -1, -1, -1, -1
+	p.SecondResponseTimes[i], p.SecondContentLengths[i] = -1, -1
+	p.SecondDnsLookupTimes[i], p.SecondTcpConnectionTimes[i], p.SecondTlsHandshakeTimes[i], p.SecondTtfbs[i],
+		p.SecondContentTransferTimes[i] = -1, -1, -1, -1, -1
 	if r.Err != nil {
 		msg := r.Err.Error()
 		if msg == "" {
@@ -333,24 +423,84 @@ func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
 	if r.ResponseTime < 0 || r.ContentLength < -1 {
 		return invalid(fmt.Sprintf("outcomes[%d].Result", i), "negative response time or content length")
 	}
+	at := fmt.Sprintf("outcomes[%d].Result", i)
+	if err := checkTiming(at+".Timing", r.Timing); err != nil {
+		return err
+	}
 	p.StatusCodes[i] = int32(r.StatusCode)
-	p.ResponseTimes[i] = int32(min(r.ResponseTime.Milliseconds(), 1<<31-1))
+	p.ResponseTimes[i] = ms32(r.ResponseTime)
 	p.CacheStatuses[i] = sanitize(r.CacheStatus)
 	p.ContentTypes[i] = sanitize(r.ContentType)
 	p.ContentLengths[i] = r.ContentLength
-	if r.Headers != nil {
-		h, err := json.Marshal(sanitizeHeaders(r.Headers))
-		if err != nil {
-			return invalid(fmt.Sprintf("outcomes[%d].Result.Headers", i), "%v", err)
+	p.RedirectUrls[i] = sanitize(r.RedirectURL)
+	p.DnsLookupTimes[i], p.TcpConnectionTimes[i], p.TlsHandshakeTimes[i], p.Ttfbs[i], p.ContentTransferTimes[i] =
+		timingMs(r.Timing)
+	var err error
+	if p.Headers[i], err = headersJSON(at+".Headers", r.Headers); err != nil {
+		return err
+	}
+	if s := r.Second; s != nil {
+		if s.ResponseTime < 0 || s.ContentLength < -1 {
+			return invalid(at+".Second", "negative response time or content length")
 		}
-		p.Headers[i] = h
+		if err := checkTiming(at+".Second.Timing", s.Timing); err != nil {
+			return err
+		}
+		p.SecondResponseTimes[i] = s.ResponseTime.Milliseconds()
+		p.SecondCacheStatuses[i] = sanitize(s.CacheStatus)
+		p.SecondContentLengths[i] = s.ContentLength
+		p.SecondDnsLookupTimes[i], p.SecondTcpConnectionTimes[i], p.SecondTlsHandshakeTimes[i], p.SecondTtfbs[i],
+			p.SecondContentTransferTimes[i] = timingMs(s.Timing)
+		if p.SecondHeaders[i], err = headersJSON(at+".Second.Headers", s.Headers); err != nil {
+			return err
+		}
+	}
+	if r.CacheCheckAttempts != nil {
+		attempts := make([]CacheCheckAttempt, len(r.CacheCheckAttempts))
+		for j, a := range r.CacheCheckAttempts {
+			if a.Delay < 0 {
+				return invalid(fmt.Sprintf("%s.CacheCheckAttempts[%d].Delay", at, j), "negative: %s", a.Delay)
+			}
+			a.CacheStatus = sanitize(a.CacheStatus)
+			attempts[j] = a
+		}
+		if p.CacheCheckAttempts[i], err = json.Marshal(attempts); err != nil {
+			return invalid(at+".CacheCheckAttempts", "%v", err)
+		}
 	}
 	return nil
 }
 
-// sanitize makes text from the outside world storable: PostgreSQL text holds
-// no NUL bytes and only valid UTF-8. Results are evidence, so they are kept
-// (with replacement characters) rather than refused.
+// headersJSON is h as stored: cleaned, as JSON; nil for no headers.
+func headersJSON(arg string, h http.Header) (json.RawMessage, error) {
+	if h == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(sanitizeHeaders(h))
+	if err != nil {
+		return nil, invalid(arg, "%v", err)
+	}
+	return b, nil
+}
+
+func checkTiming(arg string, t Timing) error {
+	if t.DNSLookup < 0 || t.TCPConnection < 0 || t.TLSHandshake < 0 || t.TTFB < 0 || t.ContentTransfer < 0 {
+		return invalid(arg, "negative duration in %+v", t)
+	}
+	return nil
+}
+
+// timingMs is t's parts in the integer milliseconds the columns hold.
+func timingMs(t Timing) (dns, tcp, tls, ttfb, transfer int32) {
+	return ms32(t.DNSLookup), ms32(t.TCPConnection), ms32(t.TLSHandshake), ms32(t.TTFB), ms32(t.ContentTransfer)
+}
+
+// ms32 is a non-negative duration in whole milliseconds, capped to fit an
+// integer column.
+func ms32(d time.Duration) int32 {
+	return int32(min(d.Milliseconds(), 1<<31-1))
+}
+
 // sanitizeHeaders is sanitize over every header name and value: jsonb
 // refuses the \u0000 escape that a NUL in a header would become.
 func sanitizeHeaders(h http.Header) http.Header {
@@ -370,6 +520,9 @@ func sanitizeHeaders(h http.Header) http.Header {
 	return out
 }
 
+// sanitize makes text from the outside world storable: PostgreSQL text holds
+// no NUL bytes and only valid UTF-8. Results are evidence, so they are kept
+// (with replacement characters) rather than refused.
 func sanitize(s string) string {
 	return strings.ToValidUTF8(strings.ReplaceAll(s, "\x00", "\uFFFD"), "\uFFFD")
 }

@@ -86,7 +86,12 @@ FROM
             coalesce(sum(retry_count), 0)::bigint AS retries,
             count(claimed_by) AS claimed,
             count(status_code) + count(response_time) + count(cache_status) + count(content_type)
-                + count(content_length) + count(headers) AS results,
+                + count(content_length) + count(headers) + count(redirect_url) + count(dns_lookup_time)
+                + count(tcp_connection_time) + count(tls_handshake_time) + count(ttfb)
+                + count(content_transfer_time) + count(second_response_time) + count(second_cache_status)
+                + count(second_content_length) + count(second_headers) + count(second_dns_lookup_time)
+                + count(second_tcp_connection_time) + count(second_tls_handshake_time) + count(second_ttfb)
+                + count(second_content_transfer_time) + count(cache_check_attempts) AS results,
             count(error) AS errors,
             max(started_at) AS last_started,
             max(completed_at) AS last_completed,

@@ -44,6 +44,25 @@ type taskRecord struct {
 	LeaseExpiresAt *time.Time
 	RunAfter       pgtype.Timestamptz
 	Shard          int16
+
+	SourceType                *string
+	SourceURL                 *string
+	RedirectURL               *string
+	DNSLookupTime             *int32
+	TCPConnectionTime         *int32
+	TLSHandshakeTime          *int32
+	TTFB                      *int32
+	ContentTransferTime       *int32
+	SecondResponseTime        *int64
+	SecondCacheStatus         *string
+	SecondContentLength       *int64
+	SecondHeaders             json.RawMessage
+	SecondDNSLookupTime       *int32
+	SecondTCPConnectionTime   *int32
+	SecondTLSHandshakeTime    *int32
+	SecondTTFB                *int32
+	SecondContentTransferTime *int32
+	CacheCheckAttempts        json.RawMessage
 }
 
 // at is a run_after value.

@@ -48,6 +48,9 @@ LIMIT 1;
 UPDATE tasks SET status = 'running', started_at = now() WHERE id = sqlc.arg(id)::text;
 
 -- name: LegacyTaskComplete :execrows
+-- The old completion, one task by id, writing the row production wrote: the
+-- load test's "before" database has the fetch-result columns of migration
+-- 20251024000018 on top of the base schema.
 UPDATE tasks
 SET status = 'completed',
     completed_at = now(),
@@ -56,7 +59,23 @@ SET status = 'completed',
     cache_status = sqlc.narg('cache_status')::text,
     content_type = sqlc.narg('content_type')::text,
     content_length = sqlc.narg('content_length')::bigint,
-    headers = sqlc.narg('headers')::jsonb
+    headers = sqlc.narg('headers')::jsonb,
+    redirect_url = sqlc.narg('redirect_url')::text,
+    dns_lookup_time = sqlc.narg('dns_lookup_time')::integer,
+    tcp_connection_time = sqlc.narg('tcp_connection_time')::integer,
+    tls_handshake_time = sqlc.narg('tls_handshake_time')::integer,
+    ttfb = sqlc.narg('ttfb')::integer,
+    content_transfer_time = sqlc.narg('content_transfer_time')::integer,
+    second_response_time = sqlc.narg('second_response_time')::bigint,
+    second_cache_status = sqlc.narg('second_cache_status')::text,
+    second_content_length = sqlc.narg('second_content_length')::bigint,
+    second_headers = sqlc.narg('second_headers')::jsonb,
+    second_dns_lookup_time = sqlc.narg('second_dns_lookup_time')::integer,
+    second_tcp_connection_time = sqlc.narg('second_tcp_connection_time')::integer,
+    second_tls_handshake_time = sqlc.narg('second_tls_handshake_time')::integer,
+    second_ttfb = sqlc.narg('second_ttfb')::integer,
+    second_content_transfer_time = sqlc.narg('second_content_transfer_time')::integer,
+    cache_check_attempts = sqlc.narg('cache_check_attempts')::jsonb
 WHERE id = sqlc.arg(id)::text;
 
 -- name: LegacyTaskFail :execrows

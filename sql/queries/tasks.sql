@@ -138,7 +138,26 @@ WITH input AS (
         unnest(sqlc.arg(content_types)::text[]) AS content_type,
         unnest(sqlc.arg(content_lengths)::bigint[]) AS content_length,
         unnest(sqlc.arg(headers)::jsonb[]) AS headers,
-        unnest(sqlc.arg(errors)::text[]) AS error
+        unnest(sqlc.arg(errors)::text[]) AS error,
+        -- What a cache-warming fetch adds: the first request's redirect and
+        -- timing breakdown, the second request (made after a cache miss),
+        -- and the cache checks between them.
+        unnest(sqlc.arg(redirect_urls)::text[]) AS redirect_url,
+        unnest(sqlc.arg(dns_lookup_times)::integer[]) AS dns_lookup_time,
+        unnest(sqlc.arg(tcp_connection_times)::integer[]) AS tcp_connection_time,
+        unnest(sqlc.arg(tls_handshake_times)::integer[]) AS tls_handshake_time,
+        unnest(sqlc.arg(ttfbs)::integer[]) AS ttfb,
+        unnest(sqlc.arg(content_transfer_times)::integer[]) AS content_transfer_time,
+        unnest(sqlc.arg(second_response_times)::bigint[]) AS second_response_time,
+        unnest(sqlc.arg(second_cache_statuses)::text[]) AS second_cache_status,
+        unnest(sqlc.arg(second_content_lengths)::bigint[]) AS second_content_length,
+        unnest(sqlc.arg(second_headers)::jsonb[]) AS second_headers,
+        unnest(sqlc.arg(second_dns_lookup_times)::integer[]) AS second_dns_lookup_time,
+        unnest(sqlc.arg(second_tcp_connection_times)::integer[]) AS second_tcp_connection_time,
+        unnest(sqlc.arg(second_tls_handshake_times)::integer[]) AS second_tls_handshake_time,
+        unnest(sqlc.arg(second_ttfbs)::integer[]) AS second_ttfb,
+        unnest(sqlc.arg(second_content_transfer_times)::integer[]) AS second_content_transfer_time,
+        unnest(sqlc.arg(cache_check_attempts)::jsonb[]) AS cache_check_attempts
 ),
 -- The tasks still held by the same claim, locked. SKIP LOCKED: a row another
 -- transaction has locked is left for a later attempt rather than waited for
@@ -186,7 +205,23 @@ finished AS (
         content_type = nullif(i.content_type, ''),
         content_length = nullif(i.content_length, -1),
         headers = i.headers,
-        error = nullif(i.error, '')
+        error = nullif(i.error, ''),
+        redirect_url = nullif(i.redirect_url, ''),
+        dns_lookup_time = nullif(i.dns_lookup_time, -1),
+        tcp_connection_time = nullif(i.tcp_connection_time, -1),
+        tls_handshake_time = nullif(i.tls_handshake_time, -1),
+        ttfb = nullif(i.ttfb, -1),
+        content_transfer_time = nullif(i.content_transfer_time, -1),
+        second_response_time = nullif(i.second_response_time, -1),
+        second_cache_status = nullif(i.second_cache_status, ''),
+        second_content_length = nullif(i.second_content_length, -1),
+        second_headers = i.second_headers,
+        second_dns_lookup_time = nullif(i.second_dns_lookup_time, -1),
+        second_tcp_connection_time = nullif(i.second_tcp_connection_time, -1),
+        second_tls_handshake_time = nullif(i.second_tls_handshake_time, -1),
+        second_ttfb = nullif(i.second_ttfb, -1),
+        second_content_transfer_time = nullif(i.second_content_transfer_time, -1),
+        cache_check_attempts = i.cache_check_attempts
     FROM held i, jobs j
     WHERE t.id = i.id
       -- Reads held's rows even with tasks on the outer side of the join.
