@@ -277,6 +277,10 @@ type TaskqMetaApiGrantChange struct {
 	Change    string
 }
 
+type TaskqMetaSchemaMigration struct {
+	Version string
+}
+
 type User struct {
 	ID             uuid.UUID
 	Email          string
