@@ -246,67 +246,55 @@ func (q *Queries) JobLockDrained(ctx context.Context, db DBTX) ([]string, error)
 const jobProgressGet = `-- name: JobProgressGet :one
 SELECT
     j.id, j.domain_id, j.user_id, j.organisation_id, j.status, j.concurrency, j.max_pages, j.total_tasks, j.completed_tasks, j.failed_tasks, j.skipped_tasks, j.progress, j.created_at, j.started_at, j.completed_at, j.error_message, j.max_retries, j.find_links,
+    d.name AS domain,
     p.total_tasks AS exact_total,
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
     p.skipped_tasks AS done_skipped,
     p.running_tasks AS running_tasks
 FROM jobs j
+JOIN domains d ON d.id = j.domain_id
 JOIN job_progress p ON p.job_id = j.id
 WHERE j.id = $1::text
 `
 
 type JobProgressGetRow struct {
-	ID             string
-	DomainID       int32
-	UserID         *uuid.UUID
-	OrganisationID *uuid.UUID
-	Status         JobStatus
-	Concurrency    int32
-	MaxPages       int32
-	TotalTasks     int32
-	CompletedTasks int32
-	FailedTasks    int32
-	SkippedTasks   int32
-	Progress       float32
-	CreatedAt      time.Time
-	StartedAt      *time.Time
-	CompletedAt    *time.Time
-	ErrorMessage   *string
-	MaxRetries     int32
-	FindLinks      bool
-	ExactTotal     int32
-	DoneCompleted  int32
-	DoneFailed     int32
-	DoneSkipped    int32
-	RunningTasks   int32
+	Job           Job
+	Domain        string
+	ExactTotal    int32
+	DoneCompleted int32
+	DoneFailed    int32
+	DoneSkipped   int32
+	RunningTasks  int32
 }
 
-// A job with its exact progress (the jobs row's counters lag until the
-// roll-up). Relies on jobs_pkey, job_shards_pkey, job_tallies_pkey and
-// job_admissions_pkey (through job_progress).
+// A job with its domain's name and its exact progress (the jobs row's
+// counters lag until the roll-up). Relies on jobs_pkey, domains_pkey,
+// job_shards_pkey, job_tallies_pkey and job_admissions_pkey (through
+// job_progress).
 func (q *Queries) JobProgressGet(ctx context.Context, db DBTX, id string) (JobProgressGetRow, error) {
 	row := db.QueryRow(ctx, jobProgressGet, id)
 	var i JobProgressGetRow
 	err := row.Scan(
-		&i.ID,
-		&i.DomainID,
-		&i.UserID,
-		&i.OrganisationID,
-		&i.Status,
-		&i.Concurrency,
-		&i.MaxPages,
-		&i.TotalTasks,
-		&i.CompletedTasks,
-		&i.FailedTasks,
-		&i.SkippedTasks,
-		&i.Progress,
-		&i.CreatedAt,
-		&i.StartedAt,
-		&i.CompletedAt,
-		&i.ErrorMessage,
-		&i.MaxRetries,
-		&i.FindLinks,
+		&i.Job.ID,
+		&i.Job.DomainID,
+		&i.Job.UserID,
+		&i.Job.OrganisationID,
+		&i.Job.Status,
+		&i.Job.Concurrency,
+		&i.Job.MaxPages,
+		&i.Job.TotalTasks,
+		&i.Job.CompletedTasks,
+		&i.Job.FailedTasks,
+		&i.Job.SkippedTasks,
+		&i.Job.Progress,
+		&i.Job.CreatedAt,
+		&i.Job.StartedAt,
+		&i.Job.CompletedAt,
+		&i.Job.ErrorMessage,
+		&i.Job.MaxRetries,
+		&i.Job.FindLinks,
+		&i.Domain,
 		&i.ExactTotal,
 		&i.DoneCompleted,
 		&i.DoneFailed,
@@ -314,6 +302,88 @@ func (q *Queries) JobProgressGet(ctx context.Context, db DBTX, id string) (JobPr
 		&i.RunningTasks,
 	)
 	return i, err
+}
+
+const jobProgressList = `-- name: JobProgressList :many
+SELECT
+    j.id, j.domain_id, j.user_id, j.organisation_id, j.status, j.concurrency, j.max_pages, j.total_tasks, j.completed_tasks, j.failed_tasks, j.skipped_tasks, j.progress, j.created_at, j.started_at, j.completed_at, j.error_message, j.max_retries, j.find_links,
+    d.name AS domain,
+    p.total_tasks AS exact_total,
+    p.completed_tasks AS done_completed,
+    p.failed_tasks AS done_failed,
+    p.skipped_tasks AS done_skipped,
+    p.running_tasks AS running_tasks
+FROM jobs j
+JOIN domains d ON d.id = j.domain_id
+JOIN job_progress p ON p.job_id = j.id
+WHERE cardinality($1::text[]) = 0
+   OR j.status::text = ANY($1::text[])
+ORDER BY j.created_at DESC, j.id
+LIMIT $2::integer
+`
+
+type JobProgressListParams struct {
+	Statuses []string
+	MaxJobs  int32
+}
+
+type JobProgressListRow struct {
+	Job           Job
+	Domain        string
+	ExactTotal    int32
+	DoneCompleted int32
+	DoneFailed    int32
+	DoneSkipped   int32
+	RunningTasks  int32
+}
+
+// Jobs newest first, as JobProgressGet returns them, for an operator's
+// listing: every job, or those in the given statuses, at most max_jobs.
+// Jobs are few next to tasks: the jobs table is read and sorted whole, and
+// each listed job costs JobProgressGet's primary-key probes.
+func (q *Queries) JobProgressList(ctx context.Context, db DBTX, arg JobProgressListParams) ([]JobProgressListRow, error) {
+	rows, err := db.Query(ctx, jobProgressList, arg.Statuses, arg.MaxJobs)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []JobProgressListRow
+	for rows.Next() {
+		var i JobProgressListRow
+		if err := rows.Scan(
+			&i.Job.ID,
+			&i.Job.DomainID,
+			&i.Job.UserID,
+			&i.Job.OrganisationID,
+			&i.Job.Status,
+			&i.Job.Concurrency,
+			&i.Job.MaxPages,
+			&i.Job.TotalTasks,
+			&i.Job.CompletedTasks,
+			&i.Job.FailedTasks,
+			&i.Job.SkippedTasks,
+			&i.Job.Progress,
+			&i.Job.CreatedAt,
+			&i.Job.StartedAt,
+			&i.Job.CompletedAt,
+			&i.Job.ErrorMessage,
+			&i.Job.MaxRetries,
+			&i.Job.FindLinks,
+			&i.Domain,
+			&i.ExactTotal,
+			&i.DoneCompleted,
+			&i.DoneFailed,
+			&i.DoneSkipped,
+			&i.RunningTasks,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const jobRollUp = `-- name: JobRollUp :many

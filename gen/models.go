@@ -308,6 +308,10 @@ type TaskqMetaApiGrantChange struct {
 	Change    string
 }
 
+type TaskqMetaSchemaMigration struct {
+	Version string
+}
+
 type User struct {
 	ID             uuid.UUID
 	Email          string

@@ -47,6 +47,56 @@ func (q *Queries) IndexInvalidDropStatements(ctx context.Context, db DBTX) ([]st
 	return items, nil
 }
 
+const migrationsApplied = `-- name: MigrationsApplied :many
+SELECT version::text AS version
+FROM taskq_meta.schema_migrations
+ORDER BY version
+`
+
+// The versions dbmate recorded as applied, oldest first, to compare with the
+// migrations a binary embeds. Reads the whole (small) table.
+func (q *Queries) MigrationsApplied(ctx context.Context, db DBTX) ([]string, error) {
+	rows, err := db.Query(ctx, migrationsApplied)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var version string
+		if err := rows.Scan(&version); err != nil {
+			return nil, err
+		}
+		items = append(items, version)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const migrationsRecord = `-- name: MigrationsRecord :one
+SELECT
+    (to_regclass('taskq_meta.schema_migrations') IS NOT NULL)::boolean AS recorded,
+    (to_regclass('public.schema_migrations') IS NOT NULL)::boolean AS in_public
+`
+
+type MigrationsRecordRow struct {
+	Recorded bool
+	InPublic bool
+}
+
+// Where dbmate's record of applied migrations is: in taskq_meta
+// (migrate.MigrationsTable), still in public (a database migrated before
+// the record moved), or nowhere (never migrated). Read first, because
+// MigrationsApplied fails where the table does not exist.
+func (q *Queries) MigrationsRecord(ctx context.Context, db DBTX) (MigrationsRecordRow, error) {
+	row := db.QueryRow(ctx, migrationsRecord)
+	var i MigrationsRecordRow
+	err := row.Scan(&i.Recorded, &i.InPublic)
+	return i, err
+}
+
 const migrationsTableMoveFromPublic = `-- name: MigrationsTableMoveFromPublic :exec
 DO $move$
 DECLARE

@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"runtime"
 	"strings"
@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/blue-banded-bee/taskq/internal/crawl"
 	"github.com/blue-banded-bee/taskq/internal/db"
@@ -29,38 +29,6 @@ import (
 // connection, and PostgreSQL's max_connections is far below this anyway.
 const maxWorkers = 10_000
 
-// resolveDatabase returns the URL to use: the given one, or the "taskq"
-// database on the local (or throwaway) server, created if missing.
-func resolveDatabase(ctx context.Context, given string, stderr io.Writer) (string, error) {
-	if given != "" {
-		return given, nil
-	}
-	srv, err := localServer(ctx, stderr)
-	if err != nil {
-		return "", err
-	}
-	conn, err := pgx.Connect(ctx, srv.URL)
-	if err != nil {
-		return "", fmt.Errorf("connect to %s: %w", srv.URL, err)
-	}
-	defer conn.Close(ctx)
-	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'taskq')").Scan(&exists); err != nil {
-		return "", err
-	}
-	if !exists {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE taskq"); err != nil {
-			return "", fmt.Errorf("create database taskq: %w", err)
-		}
-	}
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		return "", err
-	}
-	u.Path = "/taskq"
-	return u.String(), nil
-}
-
 func localServer(ctx context.Context, stderr io.Writer) (localpg.Server, error) {
 	srv, err := localpg.Find(ctx, "")
 	if err != nil {
@@ -74,59 +42,119 @@ func localServer(ctx context.Context, stderr io.Writer) (localpg.Server, error) 
 
 func migrateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("migrate", `
-Usage: taskq migrate [flags] [up|down|status]
+Usage: taskq migrate [up|down|status] [flags]
 
 Applies the migrations embedded in the binary (sql/schema) with dbmate's
 library: "up" (the default) applies every pending one, "down" rolls back the
-latest, "status" lists them. A session advisory lock makes concurrent runs
-take turns, and invalid indexes left by a failed CREATE INDEX CONCURRENTLY
-are dropped first so their migration builds them again.`, stderr)
+latest, "status" lists them and writes nothing. A session advisory lock
+makes concurrent runs take turns, and invalid indexes left by a failed
+CREATE INDEX CONCURRENTLY are dropped first so their migration builds them
+again. Run it on a direct connection, never through a transaction pooler.
+
+"status" exits with 0 when every migration is applied, 3 when some are
+pending (as dbmate's status --exit-code, but telling them from a failure),
+and 1 when the database has migrations this binary does not know.`, stderr)
 	dbURL := databaseFlag(fs)
-	target := fs.String("target", "", "last migration version to apply (default: all)")
-	if err := parse(fs, args); err != nil {
+	target := fs.String("target", "", "last migration version to apply or list (default: all)")
+	jsonOut := fs.Bool("json", false, "status: print the migrations as JSON")
+	pos, err := parse(fs, args, stdout, 0, 1)
+	if err != nil {
 		return err
 	}
 	action := "up"
-	if fs.NArg() > 1 {
-		return usageError{"migrate takes one action: up, down or status"}
-	}
-	if fs.NArg() == 1 {
-		action = fs.Arg(0)
+	if len(pos) == 1 {
+		action = pos[0]
 	}
 	switch action {
 	case "up", "down", "status":
 	default:
-		return usageError{fmt.Sprintf("unknown migrate action %q: want up, down or status", action)}
+		return usageError{fmt.Sprintf("unknown migrate action %q: want up, down or status", redact(action))}
+	}
+	if *jsonOut && action != "status" {
+		return usageError{"--json goes with migrate status"}
 	}
 	if _, err := migrate.Files(*target); err != nil {
 		return usageError{fmt.Sprintf("--target %s", err)}
 	}
-	u, err := resolveDatabase(ctx, *dbURL, stderr)
+	t, err := resolveTarget(*dbURL)
 	if err != nil {
 		return err
 	}
+	u, err := t.url("migrate")
+	if err != nil {
+		return err
+	}
+	announce(stderr, t)
 	r := migrate.Runner{URL: u, Target: *target, Log: stdout}
 	switch action {
 	case "up":
 		return r.Up(ctx)
 	case "down":
 		return r.Down(ctx)
-	case "status":
-		ms, err := r.Status(ctx)
-		if err != nil {
+	}
+	s, err := r.Schema(ctx)
+	if err != nil {
+		return connectError(t, err, true)
+	}
+	if *jsonOut {
+		if err := writeJSON(stdout, migrateStatusJSON(s)); err != nil {
 			return err
 		}
-		pending := 0
-		for _, m := range ms {
-			mark := "[x]"
-			if !m.Applied {
-				mark, pending = "[ ]", pending+1
+	} else {
+		for _, m := range s.Migrations {
+			mark := "[ ]"
+			if m.Applied {
+				mark = "[x]"
 			}
 			fmt.Fprintf(stdout, "%s %s\n", mark, m.File)
 		}
-		fmt.Fprintf(stdout, "\n%d applied, %d pending\n", len(ms)-pending, pending)
+		for _, v := range s.Unknown {
+			fmt.Fprintf(stdout, "[?] %s (applied; this binary does not know it)\n", v)
+		}
+		fmt.Fprintf(stdout, "\n%d applied, %d pending\n", s.Applied(), s.Pending())
+	}
+	if err := schemaError(s); err != nil {
+		if len(s.Unknown) == 0 {
+			return exitError{exitPending, err}
+		}
+		return err
 	}
 	return nil
+}
+
+type migrationJSON struct {
+	Version string `json:"version"`
+	File    string `json:"file"`
+	Applied bool   `json:"applied"`
+}
+
+func migrateStatusJSON(s migrate.Schema) any {
+	ms := make([]migrationJSON, len(s.Migrations))
+	for i, m := range s.Migrations {
+		ms[i] = migrationJSON(m)
+	}
+	unknown := s.Unknown
+	if unknown == nil {
+		unknown = []string{}
+	}
+	return struct {
+		Migrations []migrationJSON `json:"migrations"`
+		Applied    int             `json:"applied"`
+		Pending    int             `json:"pending"`
+		Unknown    []string        `json:"unknown"`
+		InPublic   bool            `json:"record_in_public"`
+		Current    bool            `json:"current"`
+	}{ms, s.Applied(), s.Pending(), unknown, s.InPublic, s.Current()}
+}
+
+// writeJSON writes v as indented JSON and a newline.
+func writeJSON(w io.Writer, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(data, '\n'))
+	return err
 }
 
 func workCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -136,7 +164,25 @@ Usage: taskq work [flags]
 Runs a worker pool against the database until SIGINT or SIGTERM, then shuts
 down gracefully: no new claims, running tasks get --shutdown-timeout to
 finish, the rest go back to the queue. Each task fetches its page over HTTP
-(the cache-warming job) unless --simulate is given.`, stderr)
+(the cache-warming job) unless --simulate is given.
+
+It starts with a line saying how many workers run on which database, shows
+its progress (a live line on a terminal, else a line every --progress), and
+ends with what it did:
+  completed, failed  tasks finished; failed ran out of retries or could not
+                     succeed (a 4xx page, say)
+  retried            failures put back to run again after a backoff
+  handed back        tasks returned to the queue unfinished at shutdown, for
+                     another worker to run; none is lost
+  tasks/s            tasks finished (completed, failed or retried) per second
+  claim p50 / p99    how long claim statements took
+  efficiency         the share of the workers' busy time spent running tasks
+                     rather than waiting on the queue (claim statements,
+                     handing outcomes over): 100% means the queue costs the
+                     workers nothing; near 0% with --simulate --delay 0,
+                     whose tasks take no time
+It refuses to start on a database that is not migrated to this binary's
+schema (exit 1: run taskq migrate up).`, stderr)
 	dbURL := databaseFlag(fs)
 	workers := fs.Int("workers", 8, "tasks run at once")
 	batch := fs.Int("claim-batch", 1, "tasks per claim statement: 1 = each worker claims for itself, more = one fetcher claims for all")
@@ -150,7 +196,8 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 	noMaintain := fs.Bool("no-maintain", false, "do not run maintenance (lease rescue, progress roll-up) in this process")
 	verbose := fs.Bool("v", false, "log informational events")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9090 (docs/operations/METRICS.md)")
-	if err := parse(fs, args); err != nil {
+	progress := fs.Duration("progress", progressInterval, "when stderr is not a terminal, print progress this often (0: never)")
+	if _, err := parse(fs, args, stdout, 0, 0); err != nil {
 		return err
 	}
 	switch {
@@ -166,12 +213,19 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 		return usageError{"--delay must not be negative"}
 	case *delay != 0 && !*simulate:
 		return usageError{"--delay is the simulated fetch's: give --simulate too"}
+	case *progress < 0:
+		return usageError{"--progress must not be negative"}
 	}
-	u, err := resolveDatabase(ctx, *dbURL, stderr)
+	if *listenURL != "" {
+		if _, err := pgconn.ParseConfig(*listenURL); err != nil {
+			return usageError{fmt.Sprintf("--listen-url: %s", redact(err.Error()))}
+		}
+	}
+	t, err := resolveTarget(*dbURL)
 	if err != nil {
 		return err
 	}
-	d, err := db.Open(ctx, u, db.Options{Pooler: *pooler, MaxConns: int32(*workers + 4), Queue: tasks.Config{Lease: *lease}})
+	d, err := openQueue(ctx, t, db.Options{Pooler: *pooler, MaxConns: int32(*workers + 4), Queue: tasks.Config{Lease: *lease}})
 	if err != nil {
 		return err
 	}
@@ -182,7 +236,7 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 	}
 	listen := *listenURL
 	if listen == "" && !*pooler {
-		listen = u
+		listen = t.connString()
 	}
 	maintain := time.Duration(0)
 	if *noMaintain {
@@ -200,19 +254,38 @@ finish, the rest go back to the queue. Each task fetches its page over HTTP
 		defer srv.Close()
 		fmt.Fprintf(stderr, "taskq: metrics at http://%s/metrics\n", srv.Addr())
 	}
-	live := startLiveLine(ctx, stderr, func() string {
+	fmt.Fprintf(stderr, "taskq: %d workers on %s; %s\n", *workers, t, workDescription(*simulate, *delay, *batch, listen != "", *poll))
+	live := startProgress(ctx, stderr, *progress, func() string {
 		s := p.Stats()
-		return fmt.Sprintf("%d done (%d failed, %d retried)  %.0f tasks/s  claim p50 %s p99 %s",
-			s.Completed+s.Failed, s.Failed, s.Retried, s.TasksPerSecond(), s.ClaimLatency.P50.Round(time.Microsecond),
-			s.ClaimLatency.P99.Round(time.Microsecond))
+		return fmt.Sprintf("%s done (%s failed, %s retried), %s tasks/s, claim p50 %s p99 %s",
+			count(s.Completed+s.Failed), count(s.Failed), count(s.Retried), rate(s.TasksPerSecond()),
+			duration(s.ClaimLatency.P50), duration(s.ClaimLatency.P99))
 	})
 	err = p.Run(ctx)
 	live()
 	s := p.Stats()
-	fmt.Fprintf(stdout, "ran %s: %d completed, %d failed, %d retried, %d handed back; %.0f tasks/s; claim p50 %s p99 %s; efficiency %.1f%%\n",
-		s.Elapsed.Round(time.Millisecond), s.Completed, s.Failed, s.Retried, s.Released, s.TasksPerSecond(),
-		s.ClaimLatency.P50, s.ClaimLatency.P99, 100*s.Efficiency())
+	fmt.Fprintf(stdout, "ran %s: %s completed, %s failed, %s retried, %s handed back; %s tasks/s; claim p50 %s p99 %s; efficiency %.1f%%\n",
+		duration(s.Elapsed), count(s.Completed), count(s.Failed), count(s.Retried), count(s.Released), rate(s.TasksPerSecond()),
+		duration(s.ClaimLatency.P50), duration(s.ClaimLatency.P99), 100*s.Efficiency())
 	return err
+}
+
+// workDescription completes work's start line: what the tasks do and how
+// the workers find them.
+func workDescription(simulate bool, delay time.Duration, batch int, listen bool, poll time.Duration) string {
+	what := "fetching pages over HTTP"
+	if simulate {
+		what = fmt.Sprintf("simulating fetches of %s", duration(delay))
+	}
+	claims := "each worker claims for itself"
+	if batch > 1 {
+		claims = fmt.Sprintf("claims of up to %s tasks", count(batch))
+	}
+	wake := "polling every " + duration(poll).String()
+	if listen {
+		wake = "woken by LISTEN, polling every " + duration(poll).String()
+	}
+	return what + ", " + claims + ", " + wake
 }
 
 func loadtestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -228,8 +301,8 @@ and prints the modes side by side with the ratio of after to before:
 The databases are created on the server of DATABASE_URL (which needs
 CREATEDB and superuser, for the lock-wait log) or the local one, and dropped
 afterwards unless --keep.`, stderr)
-	dbURL := fs.String("database-url", os.Getenv("DATABASE_URL"),
-		"superuser URL of the server to create the test databases on (env DATABASE_URL); empty: the local server")
+	dbURL := fs.String("database-url", "",
+		"superuser URL of the server to create the test databases on (default: $DATABASE_URL, else the local server)")
 	n := fs.Int("tasks", 41_893, "tasks in all, as in the plan's test")
 	jobs := fs.Int("jobs", 6, "jobs the tasks are split over")
 	workers := fs.Int("workers", 32, "workers running tasks at once")
@@ -245,7 +318,7 @@ afterwards unless --keep.`, stderr)
 	chartDir := fs.String("chart", "", "also draw the run as PNG charts in this directory (created if missing): tasks completed per second over time, claim latency per mode")
 	keep := fs.Bool("keep", false, "keep the test databases")
 	verbose := fs.Bool("v", false, "log informational events")
-	if err := parse(fs, args); err != nil {
+	if _, err := parse(fs, args, stdout, 0, 0); err != nil {
 		return err
 	}
 	var ms []loadtest.Mode
@@ -268,14 +341,22 @@ afterwards unless --keep.`, stderr)
 	case *maxDuration <= 0:
 		return usageError{"--max-duration must be positive"}
 	}
-	server := *dbURL
+	server, source := *dbURL, "--database-url"
+	if server == "" {
+		server, source = os.Getenv("DATABASE_URL"), "DATABASE_URL"
+	}
 	if server == "" {
 		srv, err := localServer(ctx, stderr)
 		if err != nil {
 			return err
 		}
-		server = srv.URL
+		server, source = srv.URL, "the local server"
 	}
+	serverConfig, err := pgconn.ParseConfig(server)
+	if err != nil {
+		return usageError{fmt.Sprintf("%s: %s", source, redact(err.Error()))}
+	}
+	fmt.Fprintf(stderr, "taskq: creating the test databases on the server of %s\n", target{conn: server, config: serverConfig, source: source})
 	var live func()
 	cfg := loadtest.Config{
 		ServerURL: server, Modes: ms, Tasks: *n, Jobs: *jobs, Workers: *workers, Batch: *batch,
@@ -285,17 +366,17 @@ afterwards unless --keep.`, stderr)
 	var last atomic.Pointer[loadtest.Progress]
 	last.Store(&loadtest.Progress{})
 	cfg.OnProgress = func(p loadtest.Progress) { last.Store(&p) }
-	live = startLiveLine(ctx, stderr, func() string {
+	live = startProgress(ctx, stderr, progressInterval, func() string {
 		p := *last.Load()
 		if p.Total == 0 {
 			return "preparing..."
 		}
-		rate := 0.0
+		perMinute := 0.0
 		if p.Elapsed > 0 {
-			rate = float64(p.Done) / p.Elapsed.Minutes()
+			perMinute = float64(p.Done) / p.Elapsed.Minutes()
 		}
-		return fmt.Sprintf("%-11s %s %6d/%d tasks  %8.0f tasks/min  %s", p.Mode, bar(p.Done, p.Total, 24),
-			p.Done, p.Total, rate, p.Elapsed.Round(time.Second))
+		return fmt.Sprintf("%-11s %s %7s/%s tasks  %9s tasks/min  %s", p.Mode, bar(p.Done, p.Total, 24),
+			count(p.Done), count(p.Total), rate(perMinute), p.Elapsed.Round(time.Second))
 	})
 	results, err := loadtest.Run(ctx, cfg)
 	live()
@@ -345,74 +426,140 @@ Usage: taskq stats [flags]
 
 Prints the plan's "How to measure" as tables: tasks finished per minute,
 sessions waiting by wait event, current lock waits with their blockers, and
-the queue depth of unfinished jobs by status.`, stderr)
+the queue depth of unfinished jobs by status. --json prints the same as one
+JSON object, for scripts.`, stderr)
 	dbURL := databaseFlag(fs)
+	pooler := poolerFlag(fs)
 	window := fs.Duration("window", 15*time.Minute, "throughput window")
-	if err := parse(fs, args); err != nil {
+	jsonOut := fs.Bool("json", false, "print JSON instead of tables")
+	if _, err := parse(fs, args, stdout, 0, 0); err != nil {
 		return err
 	}
 	if *window <= 0 || *window > 30*24*time.Hour {
 		return usageError{"--window must be positive and at most 720h"}
 	}
-	u, err := resolveDatabase(ctx, *dbURL, stderr)
+	t, err := resolveTarget(*dbURL)
 	if err != nil {
 		return err
 	}
-	d, err := db.Open(ctx, u, db.Options{MaxConns: 2})
+	announce(stderr, t)
+	d, err := openQueue(ctx, t, db.Options{Pooler: *pooler, MaxConns: 2})
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	q := d.Queue()
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	defer tw.Flush()
-
 	tp, err := q.Throughput(ctx, *window)
 	if err != nil {
 		return err
-	}
-	fmt.Fprintf(tw, "Tasks finished per minute (last %s)\nminute\ttasks\n", *window)
-	for _, r := range tp {
-		fmt.Fprintf(tw, "%s\t%d\n", r.Minute.Local().Format("15:04"), r.TasksCompleted)
 	}
 	we, err := q.WaitEvents(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(tw, "\nSessions waiting, by wait event\ntype\tevent\tsessions\n")
-	for _, r := range we {
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", r.WaitEventType, r.WaitEvent, r.Sessions)
-	}
 	lw, err := q.LockWaits(ctx)
 	if err != nil {
 		return err
-	}
-	fmt.Fprintf(tw, "\nLock waits now\npid\tlock\tmode\trelation\twaited\tblocked by\tquery\n")
-	for _, r := range lw {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.1f ms\t%v\t%s\n", r.Pid, r.LockType, r.Mode, r.Relation, r.WaitedMs,
-			r.BlockedBy, oneLine(r.Query, 60))
 	}
 	depth, err := q.QueueDepth(ctx)
 	if err != nil {
 		return err
 	}
+	if *jsonOut {
+		return writeJSON(stdout, statsJSON(*window, tp, we, lw, depth))
+	}
+
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "Tasks finished per minute (last %s)\nminute\ttasks\n", *window)
+	for _, r := range tp {
+		fmt.Fprintf(tw, "%s\t%s\n", r.Minute.Local().Format("15:04"), count(r.TasksCompleted))
+	}
+	fmt.Fprintf(tw, "\nSessions waiting, by wait event\ntype\tevent\tsessions\n")
+	for _, r := range we {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.WaitEventType, r.WaitEvent, count(r.Sessions))
+	}
+	fmt.Fprintf(tw, "\nLock waits now\npid\tlock\tmode\trelation\twaited\tblocked by\tquery\n")
+	for _, r := range lw {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%v\t%s\n", r.Pid, r.LockType, r.Mode, r.Relation,
+			duration(time.Duration(r.WaitedMs*float64(time.Millisecond))), r.BlockedBy, oneLine(r.Query, 60))
+	}
 	fmt.Fprintf(tw, "\nQueue depth of unfinished jobs\njob\tstatus\ttasks\n")
 	for _, r := range depth {
-		fmt.Fprintf(tw, "%s\t%s\t%d\n", r.JobID, r.Status, r.Tasks)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.JobID, r.Status, count(r.Tasks))
 	}
-	return nil
+	return tw.Flush()
+}
+
+// poolerFlag declares --pooler, as work has it.
+func poolerFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("pooler", false, "the URL is a transaction pooler (Supavisor :6543, PgBouncer): send no session settings, prepare no statements")
+}
+
+// statsJSON is stats' output for scripts: the queries' rows, with
+// snake_case keys and durations in milliseconds.
+func statsJSON(window time.Duration, tp []tasks.ThroughputMinute, we []tasks.WaitEventCount,
+	lw []tasks.LockWait, depth []tasks.QueueDepthRow) any {
+	type minute struct {
+		Minute time.Time `json:"minute"`
+		Tasks  int64     `json:"tasks"`
+	}
+	type waitEvent struct {
+		Type     string `json:"type"`
+		Event    string `json:"event"`
+		Sessions int64  `json:"sessions"`
+	}
+	type lockWait struct {
+		Pid       int32     `json:"pid"`
+		LockType  string    `json:"lock_type"`
+		Mode      string    `json:"mode"`
+		Relation  string    `json:"relation"`
+		Started   time.Time `json:"wait_started"`
+		WaitedMs  float64   `json:"waited_ms"`
+		BlockedBy []int32   `json:"blocked_by"`
+		Query     string    `json:"query"`
+	}
+	type depthRow struct {
+		Job    string `json:"job"`
+		Status string `json:"status"`
+		Tasks  int64  `json:"tasks"`
+	}
+	out := struct {
+		WindowSeconds float64     `json:"window_seconds"`
+		Throughput    []minute    `json:"tasks_per_minute"`
+		WaitEvents    []waitEvent `json:"wait_events"`
+		LockWaits     []lockWait  `json:"lock_waits"`
+		QueueDepth    []depthRow  `json:"queue_depth"`
+	}{WindowSeconds: window.Seconds(), Throughput: []minute{}, WaitEvents: []waitEvent{}, LockWaits: []lockWait{}, QueueDepth: []depthRow{}}
+	for _, r := range tp {
+		out.Throughput = append(out.Throughput, minute{r.Minute, r.TasksCompleted})
+	}
+	for _, r := range we {
+		out.WaitEvents = append(out.WaitEvents, waitEvent{r.WaitEventType, r.WaitEvent, r.Sessions})
+	}
+	for _, r := range lw {
+		blockedBy := r.BlockedBy
+		if blockedBy == nil {
+			blockedBy = []int32{}
+		}
+		out.LockWaits = append(out.LockWaits, lockWait{r.Pid, r.LockType, r.Mode, r.Relation, r.WaitStarted, r.WaitedMs, blockedBy, r.Query})
+	}
+	for _, r := range depth {
+		out.QueueDepth = append(out.QueueDepth, depthRow{r.JobID, string(r.Status), r.Tasks})
+	}
+	return out
 }
 
 func localpgCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("localpg", `
 Usage: taskq localpg stop
 
-Stops the throwaway PostgreSQL cluster that taskq (and the tests) start when
-nothing listens on 127.0.0.1:5432, and deletes its directory.`, stderr)
-	if err := parse(fs, args); err != nil {
+Stops the throwaway PostgreSQL cluster that the tests and taskq loadtest
+start when nothing listens on 127.0.0.1:5432, and deletes its directory.`, stderr)
+	pos, err := parse(fs, args, stdout, 1, 1)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || fs.Arg(0) != "stop" {
+	if pos[0] != "stop" {
 		return usageError{"usage: taskq localpg stop"}
 	}
 	if err := localpg.StopThrowaway(ctx); err != nil {
@@ -420,36 +567,6 @@ nothing listens on 127.0.0.1:5432, and deletes its directory.`, stderr)
 	}
 	fmt.Fprintf(stdout, "stopped and removed %s\n", localpg.Dir())
 	return nil
-}
-
-// startLiveLine redraws a status line on stderr every 500 ms when it is a
-// terminal; the returned function stops it and ends the line.
-func startLiveLine(ctx context.Context, stderr io.Writer, line func() string) (stop func()) {
-	if !isTerminal(stderr) {
-		return func() {}
-	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-done:
-				return
-			case <-tick.C:
-				fmt.Fprintf(stderr, "\r\033[K%s", line())
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-finished
-		fmt.Fprint(stderr, "\r\033[K")
-	}
 }
 
 func bar(done, total, width int) string {

@@ -61,7 +61,7 @@ func TestWorkServesMetrics(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(runCtx, []string{"work", "--database-url", url, "--simulate", "--workers", "2",
-			"--metrics-addr", "127.0.0.1:0"}, &stdout, &stderr)
+			"--metrics-addr", "127.0.0.1:0"}, strings.NewReader(""), &stdout, &stderr)
 	}()
 	addr := regexp.MustCompile(`metrics at (http://\S+/metrics)`)
 	want := `taskq_tasks_finished_total{outcome="completed"} 20`

@@ -98,6 +98,9 @@ func (c *DomainCache) Domain(ctx context.Context, jobID string) (string, error) 
 	return site.Domain, err
 }
 
+// UserAgent is what the fetcher and Sitemap send.
+const UserAgent = "taskq-cache-warmer/1.0"
+
 // MaxLinkBody bounds how much of a page the fetcher parses for links; the
 // rest is read and discarded.
 const MaxLinkBody = 5 << 20
@@ -239,7 +242,7 @@ func newRequest(ctx context.Context, method, target string) (*http.Request, erro
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("User-Agent", "taskq-cache-warmer/1.0")
+	req.Header.Set("User-Agent", UserAgent)
 	return req, nil
 }
 
@@ -422,23 +425,38 @@ func Links(page *url.URL, body io.Reader) []string {
 			continue
 		}
 		u, err := base.Parse(href)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, page.Host) {
+		if err != nil {
 			continue
 		}
-		p := u.EscapedPath()
-		if p == "" {
-			p = "/"
-		}
-		if u.RawQuery != "" {
-			p += "?" + u.RawQuery
-		}
-		if len(p) > tasks.MaxPathLength || !utf8.ValidString(p) || strings.ContainsRune(p, 0) || seen[p] {
+		p, ok := PagePath(u, page.Host)
+		if !ok || seen[p] {
 			continue
 		}
 		seen[p] = true
 		out = append(out, p)
 	}
 	return out
+}
+
+// PagePath is the path, with its query and without its fragment, by which
+// a job on host knows the page at u. ok is false for a URL on another host
+// or of another scheme than http and https, and for a path the queue could
+// not store.
+func PagePath(u *url.URL, host string) (path string, ok bool) {
+	if (u.Scheme != "http" && u.Scheme != "https") || !strings.EqualFold(u.Host, host) {
+		return "", false
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	if u.RawQuery != "" {
+		p += "?" + u.RawQuery
+	}
+	if len(p) > tasks.MaxPathLength || !utf8.ValidString(p) || strings.ContainsRune(p, 0) {
+		return "", false
+	}
+	return p, true
 }
 
 // cacheStatus reads the CDN cache verdict from the headers CDNs use: the

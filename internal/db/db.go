@@ -34,6 +34,7 @@ type (
 	Page              = tasks.Page
 	EnqueueResult     = tasks.EnqueueResult
 	Progress          = tasks.Progress
+	JobFilter         = tasks.JobFilter
 )
 
 // Errors; compare with errors.Is.
@@ -48,6 +49,7 @@ var (
 	ErrUnavailable       = tasks.ErrUnavailable
 	ErrTimeout           = tasks.ErrTimeout
 	ErrConflict          = tasks.ErrConflict
+	ErrStartupRefused    = tasks.ErrStartupRefused
 )
 
 // Options tune Open. The zero value suits a direct connection.
@@ -84,7 +86,9 @@ type DB struct {
 }
 
 // Open connects to url and checks the connection. The error wraps
-// ErrUnavailable when the database cannot be reached.
+// ErrUnavailable when the database cannot be reached, ErrStartupRefused
+// when a transaction pooler refused the session settings (open it with
+// Options.Pooler).
 func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	cfg, err := PoolConfig(url, opts)
 	if err != nil {
@@ -164,7 +168,7 @@ func (db *DB) Pooler() bool { return db.opts.Pooler }
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.pool.Ping(ctx); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		return tasks.ConnectError(err)
 	}
 	return nil
 }
@@ -247,6 +251,11 @@ func (db *DB) GetJob(ctx context.Context, id string) (*Job, error) {
 		return nil, err
 	}
 	return &job, nil
+}
+
+// ListJobs lists jobs, newest first, with their exact progress.
+func (db *DB) ListJobs(ctx context.Context, filter JobFilter) ([]Job, error) {
+	return db.queue.Jobs(ctx, filter)
 }
 
 // PauseJob, ResumeJob and CancelJob change a job's status; an invalid change

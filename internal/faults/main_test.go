@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -195,7 +196,7 @@ type procStats struct {
 	Completed, Failed, Retried, HandedBack int
 }
 
-var statsLine = regexp.MustCompile(`ran \S+: (\d+) completed, (\d+) failed, (\d+) retried, (\d+) handed back`)
+var statsLine = regexp.MustCompile(`ran \S+: ([\d,]+) completed, ([\d,]+) failed, ([\d,]+) retried, ([\d,]+) handed back`)
 
 // stats parses the counts a stopped process printed.
 func (p *proc) stats(t *testing.T) procStats {
@@ -204,7 +205,8 @@ func (p *proc) stats(t *testing.T) procStats {
 	if m == nil {
 		t.Fatalf("%s printed no counts; stdout:\n%s", p.name, p.stdout.String())
 	}
-	n := func(s string) int { v, _ := strconv.Atoi(s); return v }
+	// taskq separates thousands: 1,200.
+	n := func(s string) int { v, _ := strconv.Atoi(strings.ReplaceAll(s, ",", "")); return v }
 	return procStats{Completed: n(m[1]), Failed: n(m[2]), Retried: n(m[3]), HandedBack: n(m[4])}
 }
 

@@ -34,6 +34,7 @@ import (
 	"io"
 	"io/fs"
 	"net/url"
+	"os"
 	"regexp"
 	"sort"
 	"strings"
@@ -79,8 +80,9 @@ var fileName = regexp.MustCompile(`^(\d+)_.+\.sql$`)
 
 // Runner migrates one database.
 type Runner struct {
-	// URL of the database, postgres://... (sslmode=disable is added when the
-	// URL sets no sslmode, as dbmate's driver would otherwise require TLS).
+	// URL of the database, postgres://... (sslmode=disable is added when
+	// neither the URL nor PGSSLMODE sets an sslmode, as dbmate's driver
+	// would otherwise require TLS).
 	URL string
 	// Target is the last version to apply; VersionLatest applies all.
 	Target string
@@ -142,6 +144,116 @@ func UpSQL(version string) (string, error) {
 		return "", fmt.Errorf("migration %s: %w", names[0], err)
 	}
 	return parsed.Up, nil
+}
+
+// Versions returns the versions of the migrations up to target (all when
+// target is VersionLatest), oldest first.
+func Versions(target string) ([]string, error) {
+	files, err := Files(target)
+	if err != nil {
+		return nil, err
+	}
+	names, _ := fs.Glob(files, "*.sql")
+	sort.Strings(names)
+	out := make([]string, 0, len(names))
+	for _, name := range names {
+		out = append(out, fileName.FindStringSubmatch(name)[1])
+	}
+	return out, nil
+}
+
+// Schema compares the migrations a database has applied with those this
+// binary embeds.
+type Schema struct {
+	// Migrations are the binary's, oldest first, each with whether the
+	// database has applied it.
+	Migrations []Migration
+	// Unknown are versions the database has applied and the binary does
+	// not know: a newer binary migrated it.
+	Unknown []string
+	// InPublic: the record is still in public.schema_migrations, where
+	// databases migrated before it moved keep it, and taskq_meta has none;
+	// every migration then reads as pending. Runner.Up moves it.
+	InPublic bool
+}
+
+// Applied counts the binary's migrations the database has applied.
+func (s Schema) Applied() int {
+	n := 0
+	for _, m := range s.Migrations {
+		if m.Applied {
+			n++
+		}
+	}
+	return n
+}
+
+// Pending counts the binary's migrations the database has not applied.
+func (s Schema) Pending() int { return len(s.Migrations) - s.Applied() }
+
+// Current tells whether the database has exactly the binary's migrations.
+func (s Schema) Current() bool {
+	return s.Pending() == 0 && len(s.Unknown) == 0 && !s.InPublic
+}
+
+// ReadSchema reads which of the migrations up to target (VersionLatest:
+// all) the database behind db has applied, without the migration lock and
+// without writing: what a worker checks before it starts. It works through
+// a transaction pooler.
+func ReadSchema(ctx context.Context, db gen.DBTX, target string) (Schema, error) {
+	files, err := Files(target)
+	if err != nil {
+		return Schema{}, err
+	}
+	names, _ := fs.Glob(files, "*.sql")
+	sort.Strings(names)
+	var s Schema
+	q := gen.New()
+	rec, err := q.MigrationsRecord(ctx, db)
+	if err != nil {
+		return Schema{}, fmt.Errorf("find the record of applied migrations: %w", err)
+	}
+	var applied []string
+	if rec.Recorded {
+		if applied, err = q.MigrationsApplied(ctx, db); err != nil {
+			return Schema{}, fmt.Errorf("read %s: %w", MigrationsTable, err)
+		}
+	} else {
+		s.InPublic = rec.InPublic
+	}
+	isApplied := make(map[string]bool, len(applied))
+	for _, v := range applied {
+		isApplied[v] = true
+	}
+	all, err := Versions(VersionLatest)
+	if err != nil {
+		return Schema{}, err
+	}
+	isKnown := make(map[string]bool, len(all))
+	for _, v := range all {
+		isKnown[v] = true
+	}
+	for _, name := range names {
+		v := fileName.FindStringSubmatch(name)[1]
+		s.Migrations = append(s.Migrations, Migration{Version: v, File: name, Applied: isApplied[v]})
+	}
+	for _, v := range applied {
+		if !isKnown[v] {
+			s.Unknown = append(s.Unknown, v)
+		}
+	}
+	return s, nil
+}
+
+// Schema is ReadSchema on a connection of its own to the runner's database,
+// for the runner's target.
+func (r Runner) Schema(ctx context.Context) (Schema, error) {
+	conn, err := pgx.Connect(ctx, r.URL)
+	if err != nil {
+		return Schema{}, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	return ReadSchema(ctx, conn, r.Target)
 }
 
 // Hash identifies the migrations up to target by their names and contents.
@@ -253,7 +365,8 @@ func (r Runner) dbmate(options string) (*dbmate.DB, error) {
 		return nil, fmt.Errorf("database url: %w", err)
 	}
 	q := u.Query()
-	if q.Get("sslmode") == "" {
+	// dbmate's driver (lib/pq) reads PGSSLMODE itself when the URL has none.
+	if q.Get("sslmode") == "" && os.Getenv("PGSSLMODE") == "" {
 		q.Set("sslmode", "disable")
 	}
 	if options != "" {

@@ -565,10 +565,18 @@ func TestDatabaseMigratedTheOldWayKeepsWorking(t *testing.T) {
 		t.Fatalf("setup: the old tables are not there (%v)", err)
 	}
 
+	s, err := migrate.ReadSchema(ctx, conn, migrate.VersionLatest)
+	if err != nil || !s.InPublic || s.Applied() != 0 || s.Current() {
+		t.Errorf("ReadSchema of the old way = %+v, %v; want the record in public and nothing applied", s, err)
+	}
+
 	var log syncLog
 	r := migrate.Runner{URL: url, Log: &log}
 	if err := r.Up(ctx); err != nil {
 		t.Fatalf("up: %v", err)
+	}
+	if s, err := migrate.ReadSchema(ctx, conn, migrate.VersionLatest); err != nil || !s.Current() {
+		t.Errorf("ReadSchema after up = %+v, %v; want current", s, err)
 	}
 	applied := regexp.MustCompile(`Applying: (\d+)_`).FindAllStringSubmatch(log.String(), -1)
 	var appliedVersions []string
@@ -647,5 +655,58 @@ func TestOldMigrationOneFailsOnSupabase(t *testing.T) {
 	}
 	if err := (migrate.Runner{URL: migrator, Target: "20251024000001"}).Up(context.Background()); err != nil {
 		t.Fatalf("the current migration 1: %v", err)
+	}
+}
+
+// TestReadSchema compares databases with the binary's migrations: none
+// applied, some, all, and one the binary does not know. Reading writes
+// nothing: the empty database stays without a record.
+func TestReadSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	all := versions(t)
+	if got, err := migrate.Versions(migrate.VersionLatest); err != nil || !slices.Equal(got, all) {
+		t.Fatalf("Versions = %v, %v; want %v", got, err, all)
+	}
+	read := func(url, target string) migrate.Schema {
+		t.Helper()
+		s, err := migrate.ReadSchema(ctx, connect(t, url), target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	empty := pgtest.EmptyURL(t)
+	if s := read(empty, migrate.VersionLatest); s.Applied() != 0 || s.Pending() != len(all) || s.InPublic || s.Current() {
+		t.Errorf("empty database: %+v", s)
+	}
+	var recorded bool
+	if err := connect(t, empty).QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", migrate.MigrationsTable).Scan(&recorded); err != nil || recorded {
+		t.Errorf("ReadSchema created %s (%v)", migrate.MigrationsTable, err)
+	}
+
+	base := pgtest.URL(t, migrate.VersionBaseSchema)
+	s := read(base, migrate.VersionLatest)
+	if s.Applied() != 2 || s.Current() || !s.Migrations[1].Applied || s.Migrations[2].Applied || s.Migrations[2].Version != all[2] {
+		t.Errorf("base schema: %+v", s)
+	}
+	if s := read(base, migrate.VersionBaseSchema); !s.Current() || len(s.Migrations) != 2 {
+		t.Errorf("base schema up to its own target: %+v, want current", s)
+	}
+
+	latest := pgtest.URL(t, migrate.VersionLatest)
+	if s := read(latest, migrate.VersionLatest); !s.Current() || s.Applied() != len(all) {
+		t.Errorf("latest: %+v, want current", s)
+	}
+	if _, err := connect(t, latest).Exec(ctx, "INSERT INTO taskq_meta.schema_migrations (version) VALUES ('29991231000000')"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := migrate.Runner{URL: latest}.Schema(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Current() || !slices.Equal(s.Unknown, []string{"29991231000000"}) || s.Pending() != 0 {
+		t.Errorf("ahead: %+v, want 29991231000000 unknown", s)
 	}
 }

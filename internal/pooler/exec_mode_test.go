@@ -2,6 +2,7 @@ package pooler_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -35,6 +36,9 @@ func TestDefaultModeRefusedAtStartup(t *testing.T) {
 	t.Logf("without Pooler: %v", err)
 	if sqlState(err) != "08P01" { // protocol_violation, as PgBouncer reports it
 		t.Errorf("SQLSTATE %q, want 08P01", sqlState(err))
+	}
+	if !errors.Is(err, db.ErrStartupRefused) || db.IsRetryable(err) {
+		t.Errorf("db.Open without Pooler through pgbouncer: %v; want ErrStartupRefused, not retryable", err)
 	}
 
 	d := f.open(t, db.Options{Pooler: true})

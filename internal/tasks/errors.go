@@ -44,6 +44,11 @@ var (
 	// deadlock or serialization failure; it was rolled back and may be
 	// retried.
 	ErrConflict = errors.New("database conflict")
+	// ErrStartupRefused: the server refused a session setting sent as a
+	// startup parameter, as a transaction pooler (PgBouncer, Supavisor)
+	// does: connect in pooler mode (db.Options.Pooler), which sends none.
+	// Retrying as before does not help.
+	ErrStartupRefused = errors.New("startup parameter refused")
 )
 
 // ArgumentError says which argument was refused and why.
@@ -64,8 +69,9 @@ func invalid(arg, reason string, a ...any) error {
 }
 
 // interpretError turns driver errors into the queue's sentinels, keeping the
-// driver error in the chain for logs. It and refusedJob are the only places
-// that look at driver error types, SQLSTATE codes or constraint names.
+// driver error in the chain for logs. It, ConnectError and refusedJob are
+// the only places that look at driver error types, SQLSTATE codes or
+// constraint names.
 func interpretError(err error) error {
 	if err == nil {
 		return nil
@@ -87,6 +93,9 @@ func interpretError(err error) error {
 		case "22P05", "22021": // untranslatable_character, character_not_in_repertoire
 			return fmt.Errorf("%w: %w", &ArgumentError{Arg: "text", Reason: "not storable in the database's encoding"}, err)
 		}
+		if refusedAtStartup(pgErr) {
+			return fmt.Errorf("%w: %w", ErrStartupRefused, err)
+		}
 		// A FATAL connection exception ends the session: a pooler that is
 		// full (PgBouncer's query_wait_timeout, max_client_conn: 08P01)
 		// or a server going away.
@@ -106,6 +115,25 @@ func interpretError(err error) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err
+}
+
+// refusedAtStartup tells a pooler's refusal of a startup parameter
+// (PgBouncer: "unsupported startup parameter: statement_timeout", 08P01)
+// from other protocol errors.
+func refusedAtStartup(pgErr *pgconn.PgError) bool {
+	return pgErr.Code == "08P01" && strings.Contains(pgErr.Message, "unsupported startup parameter")
+}
+
+// ConnectError is the queue's reading of a failure to connect, for callers
+// that connect outside its statements (db.Open's ping):
+// ErrStartupRefused when a pooler refused a startup parameter, else
+// ErrUnavailable; the driver's error stays in the chain.
+func ConnectError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && refusedAtStartup(pgErr) {
+		return fmt.Errorf("%w: %w", ErrStartupRefused, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 // refusedJob turns the constraints a new job can break into typed errors.

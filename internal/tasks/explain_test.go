@@ -628,12 +628,18 @@ func TestSqlcVet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	schema, err := filepath.Rel(dir, filepath.Join(root, "sql", "schema")) // sqlc wants a relative path
+	// sqlc wants relative paths.
+	schema, err := filepath.Rel(dir, filepath.Join(root, "sql", "schema"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := filepath.Rel(dir, filepath.Join(root, "sql", "meta"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	config = []byte(strings.NewReplacer(
-		"schema: sql/schema", "schema: "+schema,
+		"- sql/schema\n", "- "+schema+"\n",
+		"- sql/meta\n", "- "+meta+"\n",
 		"queries: sql/queries", "queries: queries",
 	).Replace(string(config)))
 	if err := os.WriteFile(filepath.Join(dir, "sqlc.yaml"), config, 0o644); err != nil {

@@ -1234,7 +1234,7 @@ func FuzzCreateJob(f *testing.F) {
 			t.Fatalf("%s: %v", call, err)
 		}
 
-		want := tasks.Job{ID: id, Status: tasks.JobPending, Concurrency: wantConcurrency, MaxPages: maxPages,
+		want := tasks.Job{ID: id, Domain: spec.Domain, Status: tasks.JobPending, Concurrency: wantConcurrency, MaxPages: maxPages,
 			MaxRetries: wantRetries, OrganisationID: spec.OrganisationID, UserID: spec.UserID}
 		if id == "" {
 			if _, err := uuid.Parse(job.ID); err != nil {

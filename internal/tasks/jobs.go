@@ -62,8 +62,10 @@ type JobSpec struct {
 
 // Job is a job with its exact progress.
 type Job struct {
-	ID             string
-	DomainID       int32
+	ID       string
+	DomainID int32
+	// Domain is the domain's name, the host the job's pages are on.
+	Domain         string
 	OrganisationID *uuid.UUID
 	UserID         *uuid.UUID
 	Status         JobStatus
@@ -316,6 +318,49 @@ func (q *Queue) Job(ctx context.Context, id string) (Job, error) {
 	if err != nil {
 		return Job{}, fmt.Errorf("job %s: %w", id, err)
 	}
+	return jobWithProgress(gen.JobProgressListRow(r)), nil
+}
+
+// JobFilter selects the jobs Jobs lists.
+type JobFilter struct {
+	// Statuses, when not empty, lists only jobs in one of them.
+	Statuses []JobStatus
+	// Limit is the most jobs listed, newest first. Default 100.
+	Limit int
+}
+
+// Jobs lists jobs, newest first, with their exact progress.
+func (q *Queue) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
+	if f.Limit == 0 {
+		f.Limit = 100
+	}
+	if f.Limit < 0 || f.Limit > math.MaxInt32 {
+		return nil, invalid("filter.Limit", "%d, want 1 or more", f.Limit)
+	}
+	statuses := make([]string, len(f.Statuses))
+	for i, s := range f.Statuses {
+		if !s.Valid() {
+			return nil, invalid("filter.Statuses", "%q is no job status", s)
+		}
+		statuses[i] = string(s)
+	}
+	var rows []gen.JobProgressListRow
+	err := q.run(ctx, func(db gen.DBTX) (err error) {
+		rows, err = q.q.JobProgressList(ctx, db, gen.JobProgressListParams{Statuses: statuses, MaxJobs: int32(f.Limit)})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	jobs := make([]Job, len(rows))
+	for i, r := range rows {
+		jobs[i] = jobWithProgress(r)
+	}
+	return jobs, nil
+}
+
+// jobWithProgress is a job as JobProgressGet and JobProgressList read it.
+func jobWithProgress(r gen.JobProgressListRow) Job {
 	p := Progress{
 		Total:     int(r.ExactTotal),
 		Completed: int(r.DoneCompleted),
@@ -327,21 +372,23 @@ func (q *Queue) Job(ctx context.Context, id string) (Job, error) {
 	if p.Total > 0 {
 		p.Percent = 100 * float64(p.Completed+p.Failed+p.Skipped) / float64(p.Total)
 	}
+	j := r.Job
 	return Job{
-		ID:             r.ID,
-		DomainID:       r.DomainID,
-		OrganisationID: r.OrganisationID,
-		UserID:         r.UserID,
-		Status:         r.Status,
-		Concurrency:    int(r.Concurrency),
-		MaxPages:       int(r.MaxPages),
-		MaxRetries:     int(r.MaxRetries),
-		FindLinks:      r.FindLinks,
+		ID:             j.ID,
+		DomainID:       j.DomainID,
+		Domain:         r.Domain,
+		OrganisationID: j.OrganisationID,
+		UserID:         j.UserID,
+		Status:         j.Status,
+		Concurrency:    int(j.Concurrency),
+		MaxPages:       int(j.MaxPages),
+		MaxRetries:     int(j.MaxRetries),
+		FindLinks:      j.FindLinks,
 		Progress:       p,
-		CreatedAt:      r.CreatedAt,
-		StartedAt:      r.StartedAt,
-		CompletedAt:    r.CompletedAt,
-	}, nil
+		CreatedAt:      j.CreatedAt,
+		StartedAt:      j.StartedAt,
+		CompletedAt:    j.CompletedAt,
+	}
 }
 
 // PauseJob stops a running job's tasks from being claimed; running ones

@@ -376,3 +376,60 @@ func TestLoweringConcurrencyStrandsNoTask(t *testing.T) {
 		t.Fatalf("%d pending tasks left on removed shards", stranded)
 	}
 }
+
+// TestJobsListsNewestFirstWithProgress: Jobs lists jobs newest first with
+// their domains and exact progress, filtered by status and limited; Job
+// reads the same.
+func TestJobsListsNewestFirstWithProgress(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	first := f.job(t, tasks.JobSpec{ID: "first", Domain: "a.example"}, 3)
+	f.job(t, tasks.JobSpec{ID: "second", Domain: "b.example"}, 0)
+	third := f.job(t, tasks.JobSpec{ID: "third", Domain: "a.example"}, 2)
+	if err := f.queue.PauseJob(ctx, third.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	ids := func(jobs []tasks.Job) []string {
+		var out []string
+		for _, j := range jobs {
+			out = append(out, j.ID)
+		}
+		return out
+	}
+	all, err := f.queue.Jobs(ctx, tasks.JobFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"third", "second", "first"}, ids(all)); diff != "" {
+		t.Errorf("Jobs (-want +got):\n%s", diff)
+	}
+	got, err := f.queue.Job(ctx, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got, all[2]); diff != "" || got.Domain != "a.example" || got.Progress.Pending != 3 {
+		t.Errorf("Jobs' first job differs from Job's (-Job +Jobs):\n%s\n%+v", diff, got)
+	}
+	if first.Domain != "a.example" {
+		t.Errorf("CreateJob's job has domain %q, want a.example", first.Domain)
+	}
+
+	some, err := f.queue.Jobs(ctx, tasks.JobFilter{Statuses: []tasks.JobStatus{tasks.JobPending, tasks.JobPaused}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"third", "second"}, ids(some)); diff != "" {
+		t.Errorf("Jobs pending or paused (-want +got):\n%s", diff)
+	}
+	one, err := f.queue.Jobs(ctx, tasks.JobFilter{Limit: 1})
+	if err != nil || len(one) != 1 || one[0].ID != "third" {
+		t.Errorf("Jobs limit 1 = %v, %v; want third", ids(one), err)
+	}
+	for _, bad := range []tasks.JobFilter{{Limit: -1}, {Statuses: []tasks.JobStatus{"sideways"}}} {
+		if _, err := f.queue.Jobs(ctx, bad); !errors.Is(err, tasks.ErrInvalidArgument) {
+			t.Errorf("Jobs(%+v) = %v, want ErrInvalidArgument", bad, err)
+		}
+	}
+}

@@ -179,19 +179,43 @@ SELECT
 FROM job, added a;
 
 -- name: JobProgressGet :one
--- A job with its exact progress (the jobs row's counters lag until the
--- roll-up). Relies on jobs_pkey, job_shards_pkey, job_tallies_pkey and
--- job_admissions_pkey (through job_progress).
+-- A job with its domain's name and its exact progress (the jobs row's
+-- counters lag until the roll-up). Relies on jobs_pkey, domains_pkey,
+-- job_shards_pkey, job_tallies_pkey and job_admissions_pkey (through
+-- job_progress).
 SELECT
-    j.*,
+    sqlc.embed(j),
+    d.name AS domain,
     p.total_tasks AS exact_total,
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
     p.skipped_tasks AS done_skipped,
     p.running_tasks AS running_tasks
 FROM jobs j
+JOIN domains d ON d.id = j.domain_id
 JOIN job_progress p ON p.job_id = j.id
 WHERE j.id = sqlc.arg(id)::text;
+
+-- name: JobProgressList :many
+-- Jobs newest first, as JobProgressGet returns them, for an operator's
+-- listing: every job, or those in the given statuses, at most max_jobs.
+-- Jobs are few next to tasks: the jobs table is read and sorted whole, and
+-- each listed job costs JobProgressGet's primary-key probes.
+SELECT
+    sqlc.embed(j),
+    d.name AS domain,
+    p.total_tasks AS exact_total,
+    p.completed_tasks AS done_completed,
+    p.failed_tasks AS done_failed,
+    p.skipped_tasks AS done_skipped,
+    p.running_tasks AS running_tasks
+FROM jobs j
+JOIN domains d ON d.id = j.domain_id
+JOIN job_progress p ON p.job_id = j.id
+WHERE cardinality(sqlc.arg(statuses)::text[]) = 0
+   OR j.status::text = ANY(sqlc.arg(statuses)::text[])
+ORDER BY j.created_at DESC, j.id
+LIMIT sqlc.arg(max_jobs)::integer;
 
 -- name: JobSetStatus :one
 -- Moves a job to a new status if it is in one of the statuses allowed to move

@@ -41,3 +41,19 @@ BEGIN
     END IF;
 END
 $move$;
+
+-- name: MigrationsRecord :one
+-- Where dbmate's record of applied migrations is: in taskq_meta
+-- (migrate.MigrationsTable), still in public (a database migrated before
+-- the record moved), or nowhere (never migrated). Read first, because
+-- MigrationsApplied fails where the table does not exist.
+SELECT
+    (to_regclass('taskq_meta.schema_migrations') IS NOT NULL)::boolean AS recorded,
+    (to_regclass('public.schema_migrations') IS NOT NULL)::boolean AS in_public;
+
+-- name: MigrationsApplied :many
+-- The versions dbmate recorded as applied, oldest first, to compare with the
+-- migrations a binary embeds. Reads the whole (small) table.
+SELECT version::text AS version
+FROM taskq_meta.schema_migrations
+ORDER BY version;
