@@ -8,9 +8,162 @@ package gen
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/google/uuid"
 )
+
+const legacyAppJobRunningTasksDecrement = `-- name: LegacyAppJobRunningTasksDecrement :exec
+UPDATE jobs
+SET running_tasks = GREATEST(0, running_tasks - 1)
+WHERE id = $1::text
+`
+
+// @sqlc-vet-disable
+// before-app's finish, step 1: the application's DecrementRunningTasks, on
+// its own right after the task ran, to free the job's slot before the
+// outcome is written. Vet cannot prepare it (see LegacyAppTaskClaim).
+func (q *Queries) LegacyAppJobRunningTasksDecrement(ctx context.Context, db DBTX, id string) error {
+	_, err := db.Exec(ctx, legacyAppJobRunningTasksDecrement, id)
+	return err
+}
+
+const legacyAppTaskClaim = `-- name: LegacyAppTaskClaim :one
+WITH next_task AS (
+    SELECT t.id, t.job_id, t.page_id, t.path, t.created_at, t.retry_count, t.priority_score
+    FROM tasks t
+    INNER JOIN jobs j ON t.job_id = j.id
+    WHERE t.status = 'pending'
+      AND j.status = 'running'
+      AND (j.concurrency IS NULL OR j.concurrency = 0 OR j.running_tasks < j.concurrency)
+      AND t.job_id = $1::text
+    ORDER BY t.priority_score DESC, t.created_at ASC
+    LIMIT 1
+    FOR UPDATE OF t, j SKIP LOCKED
+),
+task_update AS (
+    UPDATE tasks
+    SET status = 'running', started_at = now()
+    FROM next_task
+    WHERE tasks.id = next_task.id
+    RETURNING tasks.id, tasks.job_id, tasks.path, tasks.priority_score
+)
+UPDATE jobs
+SET running_tasks = running_tasks + 1
+FROM task_update
+WHERE jobs.id = task_update.job_id
+RETURNING task_update.id, task_update.job_id, task_update.path, task_update.priority_score
+`
+
+type LegacyAppTaskClaimRow struct {
+	ID            string
+	JobID         string
+	Path          string
+	PriorityScore float64
+}
+
+// @sqlc-vet-disable
+// before-app's claim: the application's GetNextTask (blue-banded-bee,
+// internal/db/queue.go, 2025-10-25 to 2025-10-28), with the base schema's
+// columns. SKIP LOCKED on the task, but FOR UPDATE OF t, j locks the job's
+// row too, so one claim per job runs at a time: a claimer that finds the row
+// held skips every pending task of the job, one index entry at a time. Then
+// running_tasks + 1 on the same row. jobs.running_tasks is not in this
+// project's schema: the load test adds it to before-app's database
+// (internal/loadtest/before_app.sql), and vet, whose database has every
+// migration, cannot prepare the query.
+func (q *Queries) LegacyAppTaskClaim(ctx context.Context, db DBTX, jobID string) (LegacyAppTaskClaimRow, error) {
+	row := db.QueryRow(ctx, legacyAppTaskClaim, jobID)
+	var i LegacyAppTaskClaimRow
+	err := row.Scan(
+		&i.ID,
+		&i.JobID,
+		&i.Path,
+		&i.PriorityScore,
+	)
+	return i, err
+}
+
+const legacyAppTaskCompleteMany = `-- name: LegacyAppTaskCompleteMany :execrows
+UPDATE tasks
+SET status = 'completed',
+    completed_at = u.completed_at,
+    status_code = u.status_code,
+    response_time = u.response_time,
+    cache_status = u.cache_status,
+    content_type = u.content_type,
+    content_length = u.content_length,
+    headers = u.headers::jsonb
+FROM (
+    SELECT unnest($1::text[]) AS id,
+           unnest($2::timestamptz[]) AS completed_at,
+           unnest($3::integer[]) AS status_code,
+           unnest($4::integer[]) AS response_time,
+           unnest($5::text[]) AS cache_status,
+           unnest($6::text[]) AS content_type,
+           unnest($7::bigint[]) AS content_length,
+           unnest($8::text[]) AS headers
+) AS u
+WHERE tasks.id = u.id
+`
+
+type LegacyAppTaskCompleteManyParams struct {
+	Ids            []string
+	CompletedAt    []time.Time
+	StatusCodes    []int32
+	ResponseTimes  []int32
+	CacheStatuses  []string
+	ContentTypes   []string
+	ContentLengths []int64
+	Headers        []string
+}
+
+// before-app's finish, step 2: the application's batch manager wrote
+// completed tasks up to 100 at a time with one unnest UPDATE (headers as
+// text, cast), in a transaction of their own; the counter trigger still
+// updates the job's row once per task.
+func (q *Queries) LegacyAppTaskCompleteMany(ctx context.Context, db DBTX, arg LegacyAppTaskCompleteManyParams) (int64, error) {
+	result, err := db.Exec(ctx, legacyAppTaskCompleteMany,
+		arg.Ids,
+		arg.CompletedAt,
+		arg.StatusCodes,
+		arg.ResponseTimes,
+		arg.CacheStatuses,
+		arg.ContentTypes,
+		arg.ContentLengths,
+		arg.Headers,
+	)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const legacyAppTaskFailMany = `-- name: LegacyAppTaskFailMany :execrows
+UPDATE tasks
+SET status = 'failed', completed_at = u.completed_at, error = u.error
+FROM (
+    SELECT unnest($1::text[]) AS id,
+           unnest($2::timestamptz[]) AS completed_at,
+           unnest($3::text[]) AS error
+) AS u
+WHERE tasks.id = u.id
+`
+
+type LegacyAppTaskFailManyParams struct {
+	Ids         []string
+	CompletedAt []time.Time
+	Errors      []string
+}
+
+// The batch manager's failed tasks, likewise.
+func (q *Queries) LegacyAppTaskFailMany(ctx context.Context, db DBTX, arg LegacyAppTaskFailManyParams) (int64, error) {
+	result, err := db.Exec(ctx, legacyAppTaskFailMany, arg.Ids, arg.CompletedAt, arg.Errors)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
 
 const legacyJobCreate = `-- name: LegacyJobCreate :one
 INSERT INTO jobs (id, domain_id, organisation_id, user_id, concurrency, max_pages)
@@ -49,6 +202,32 @@ func (q *Queries) LegacyJobCreate(ctx context.Context, db DBTX, arg LegacyJobCre
 	return id, err
 }
 
+const legacyJobIDsRunning = `-- name: LegacyJobIDsRunning :many
+SELECT id FROM jobs WHERE status = 'running' ORDER BY id
+`
+
+// The jobs a before-app worker claims from, as the application's worker
+// pool kept its active jobs: it tried each in turn.
+func (q *Queries) LegacyJobIDsRunning(ctx context.Context, db DBTX) ([]string, error) {
+	rows, err := db.Query(ctx, legacyJobIDsRunning)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const legacyJobStart = `-- name: LegacyJobStart :exec
 UPDATE jobs SET status = 'running', started_at = now() WHERE id = $1::text
 `
@@ -56,6 +235,23 @@ UPDATE jobs SET status = 'running', started_at = now() WHERE id = $1::text
 func (q *Queries) LegacyJobStart(ctx context.Context, db DBTX, id string) error {
 	_, err := db.Exec(ctx, legacyJobStart, id)
 	return err
+}
+
+const legacyTaskAnyPending = `-- name: LegacyTaskAnyPending :one
+SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending')
+`
+
+// @sqlc-vet-disable no-seq-scan-on-large-tables
+// Whether any task is still pending: before-app's workers stop only when
+// none is, since its claim also returns nothing while another transaction
+// holds the job's row. Asked only when every worker found nothing, mostly
+// at the end of a run; a scan that stops at the first pending row is a
+// fair plan for it.
+func (q *Queries) LegacyTaskAnyPending(ctx context.Context, db DBTX) (bool, error) {
+	row := db.QueryRow(ctx, legacyTaskAnyPending)
+	var exists bool
+	err := row.Scan(&exists)
+	return exists, err
 }
 
 const legacyTaskComplete = `-- name: LegacyTaskComplete :execrows

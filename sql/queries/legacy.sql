@@ -87,3 +87,99 @@ WHERE id = sqlc.arg(id)::text;
 -- The old enqueue, step 1: count the job's tasks to check max_pages, once per
 -- call, a scan of the job's tasks.
 SELECT count(*)::integer FROM tasks WHERE job_id = sqlc.arg(job_id)::text;
+
+-- name: LegacyJobIDsRunning :many
+-- The jobs a before-app worker claims from, as the application's worker
+-- pool kept its active jobs: it tried each in turn.
+SELECT id FROM jobs WHERE status = 'running' ORDER BY id;
+
+-- name: LegacyTaskAnyPending :one
+-- @sqlc-vet-disable no-seq-scan-on-large-tables
+-- Whether any task is still pending: before-app's workers stop only when
+-- none is, since its claim also returns nothing while another transaction
+-- holds the job's row. Asked only when every worker found nothing, mostly
+-- at the end of a run; a scan that stops at the first pending row is a
+-- fair plan for it.
+SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending');
+
+-- name: LegacyAppTaskClaim :one
+-- @sqlc-vet-disable
+-- before-app's claim: the application's GetNextTask (blue-banded-bee,
+-- internal/db/queue.go, 2025-10-25 to 2025-10-28), with the base schema's
+-- columns. SKIP LOCKED on the task, but FOR UPDATE OF t, j locks the job's
+-- row too, so one claim per job runs at a time: a claimer that finds the row
+-- held skips every pending task of the job, one index entry at a time. Then
+-- running_tasks + 1 on the same row. jobs.running_tasks is not in this
+-- project's schema: the load test adds it to before-app's database
+-- (internal/loadtest/before_app.sql), and vet, whose database has every
+-- migration, cannot prepare the query.
+WITH next_task AS (
+    SELECT t.id, t.job_id, t.page_id, t.path, t.created_at, t.retry_count, t.priority_score
+    FROM tasks t
+    INNER JOIN jobs j ON t.job_id = j.id
+    WHERE t.status = 'pending'
+      AND j.status = 'running'
+      AND (j.concurrency IS NULL OR j.concurrency = 0 OR j.running_tasks < j.concurrency)
+      AND t.job_id = sqlc.arg(job_id)::text
+    ORDER BY t.priority_score DESC, t.created_at ASC
+    LIMIT 1
+    FOR UPDATE OF t, j SKIP LOCKED
+),
+task_update AS (
+    UPDATE tasks
+    SET status = 'running', started_at = now()
+    FROM next_task
+    WHERE tasks.id = next_task.id
+    RETURNING tasks.id, tasks.job_id, tasks.path, tasks.priority_score
+)
+UPDATE jobs
+SET running_tasks = running_tasks + 1
+FROM task_update
+WHERE jobs.id = task_update.job_id
+RETURNING task_update.id, task_update.job_id, task_update.path, task_update.priority_score;
+
+-- name: LegacyAppJobRunningTasksDecrement :exec
+-- @sqlc-vet-disable
+-- before-app's finish, step 1: the application's DecrementRunningTasks, on
+-- its own right after the task ran, to free the job's slot before the
+-- outcome is written. Vet cannot prepare it (see LegacyAppTaskClaim).
+UPDATE jobs
+SET running_tasks = GREATEST(0, running_tasks - 1)
+WHERE id = sqlc.arg(id)::text;
+
+-- name: LegacyAppTaskCompleteMany :execrows
+-- before-app's finish, step 2: the application's batch manager wrote
+-- completed tasks up to 100 at a time with one unnest UPDATE (headers as
+-- text, cast), in a transaction of their own; the counter trigger still
+-- updates the job's row once per task.
+UPDATE tasks
+SET status = 'completed',
+    completed_at = u.completed_at,
+    status_code = u.status_code,
+    response_time = u.response_time,
+    cache_status = u.cache_status,
+    content_type = u.content_type,
+    content_length = u.content_length,
+    headers = u.headers::jsonb
+FROM (
+    SELECT unnest(sqlc.arg(ids)::text[]) AS id,
+           unnest(sqlc.arg(completed_at)::timestamptz[]) AS completed_at,
+           unnest(sqlc.arg(status_codes)::integer[]) AS status_code,
+           unnest(sqlc.arg(response_times)::integer[]) AS response_time,
+           unnest(sqlc.arg(cache_statuses)::text[]) AS cache_status,
+           unnest(sqlc.arg(content_types)::text[]) AS content_type,
+           unnest(sqlc.arg(content_lengths)::bigint[]) AS content_length,
+           unnest(sqlc.arg(headers)::text[]) AS headers
+) AS u
+WHERE tasks.id = u.id;
+
+-- name: LegacyAppTaskFailMany :execrows
+-- The batch manager's failed tasks, likewise.
+UPDATE tasks
+SET status = 'failed', completed_at = u.completed_at, error = u.error
+FROM (
+    SELECT unnest(sqlc.arg(ids)::text[]) AS id,
+           unnest(sqlc.arg(completed_at)::timestamptz[]) AS completed_at,
+           unnest(sqlc.arg(errors)::text[]) AS error
+) AS u
+WHERE tasks.id = u.id;
