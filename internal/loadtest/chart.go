@@ -345,11 +345,14 @@ func (l logAxis) apply(a *plot.Axis, hi float64) {
 	a.Tick.Marker = ticks
 }
 
-// modeColor gives each claim one colour, shared by its +discover mode.
+// modeColor gives each claim one colour, shared by its +discover mode: the
+// old claims warm, the new ones cool.
 func modeColor(m Mode) color.Color {
 	switch m.Claim() {
 	case ModeBefore:
 		return color.RGBA{0xd6, 0x27, 0x28, 0xff}
+	case ModeBeforeApp:
+		return color.RGBA{0xff, 0x7f, 0x0e, 0xff}
 	case ModeAfter:
 		return color.RGBA{0x1f, 0x77, 0xb4, 0xff}
 	default:

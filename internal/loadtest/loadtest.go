@@ -7,8 +7,14 @@
 //
 //   - before: the schema as production had it (no foreign-key indexes, bare
 //     auth.uid() policies, the per-task job counter trigger, and the
-//     fetch-result columns the base schema lacks) and the old claim: SELECT
-//     the next pending task, then UPDATE it by id;
+//     fetch-result columns the base schema lacks) and the old claim as the
+//     plan describes it: SELECT the next pending task, then UPDATE it by id;
+//   - before-app: the same schema and the claim and finish the application
+//     really ran in late October 2025 (public repository
+//     Harvey-AU/blue-banded-bee, internal/db/queue.go): SKIP LOCKED, but
+//     FOR UPDATE OF t, j locks the job's row too, and a running_tasks
+//     counter on that row goes up per claim and down per finish, the
+//     outcomes written by a batch manager (see runLegacyApp);
 //   - after: every migration, workers claiming one task each with
 //     ClaimNextTask (FOR UPDATE SKIP LOCKED), outcomes written in batches;
 //   - after-batch: every migration, one fetcher claiming batches.
@@ -67,17 +73,27 @@ type Mode string
 // rate with statistics that know every task, to compare with.
 const (
 	ModeBefore             Mode = "before"
+	ModeBeforeApp          Mode = "before-app"
 	ModeAfter              Mode = "after"
 	ModeAfterBatch         Mode = "after-batch"
 	ModeAfterAnalyzed      Mode = "after+analyzed"
 	ModeAfterBatchAnalyzed Mode = "after-batch+analyzed"
 	ModeBeforeDiscover     Mode = "before+discover"
+	ModeBeforeAppDiscover  Mode = "before-app+discover"
 	ModeAfterDiscover      Mode = "after+discover"
 	ModeAfterBatchDiscover Mode = "after-batch+discover"
 )
 
-// AllModes are every mode, each workload's before first.
-var AllModes = []Mode{ModeBefore, ModeAfter, ModeAfterBatch, ModeAfterAnalyzed, ModeAfterBatchAnalyzed,
+// AllModes are every mode, each workload's befores first.
+var AllModes = []Mode{ModeBefore, ModeBeforeApp, ModeAfter, ModeAfterBatch, ModeAfterAnalyzed, ModeAfterBatchAnalyzed,
+	ModeBeforeDiscover, ModeBeforeAppDiscover, ModeAfterDiscover, ModeAfterBatchDiscover}
+
+// DefaultModes are what a run without Config.Modes runs: every mode but
+// before-app+discover. A before mode can take the whole MaxDuration (5
+// minutes by default), and that one would add as much again; the
+// application's claim is measured without it in before-app, and its
+// enqueue in before+discover.
+var DefaultModes = []Mode{ModeBefore, ModeBeforeApp, ModeAfter, ModeAfterBatch, ModeAfterAnalyzed, ModeAfterBatchAnalyzed,
 	ModeBeforeDiscover, ModeAfterDiscover, ModeAfterBatchDiscover}
 
 // ParseMode accepts a mode's name.
@@ -87,11 +103,16 @@ func ParseMode(s string) (Mode, error) {
 			return m, nil
 		}
 	}
-	names := make([]string, len(AllModes))
-	for i, m := range AllModes {
+	return "", fmt.Errorf("unknown mode %q: want one of %s", s, strings.Join(ModeNames(AllModes), ", "))
+}
+
+// ModeNames are the modes' names, in order.
+func ModeNames(modes []Mode) []string {
+	names := make([]string, len(modes))
+	for i, m := range modes {
 		names[i] = string(m)
 	}
-	return "", fmt.Errorf("unknown mode %q: want one of %s", s, strings.Join(names, ", "))
+	return names
 }
 
 // Discovers says the mode's pages are found as the crawl goes.
@@ -101,21 +122,25 @@ func (m Mode) Discovers() bool { return strings.HasSuffix(string(m), "+discover"
 // run.
 func (m Mode) Analyzed() bool { return strings.HasSuffix(string(m), "+analyzed") }
 
-// Claim is the mode's claim, whatever the workload: before, after or
-// after-batch.
+// Claim is the mode's claim, whatever the workload: before, before-app,
+// after or after-batch.
 func (m Mode) Claim() Mode {
 	return Mode(strings.TrimSuffix(strings.TrimSuffix(string(m), "+discover"), "+analyzed"))
 }
+
+// Legacy says the mode runs the old code on the base schema: before or
+// before-app.
+func (m Mode) Legacy() bool { c := m.Claim(); return c == ModeBefore || c == ModeBeforeApp }
 
 // Config describes a load test.
 type Config struct {
 	// ServerURL connects as a superuser to the server the test databases
 	// are created on.
 	ServerURL string
-	Modes     []Mode
-	Tasks     int // default 41,893, as in the plan's test
-	Jobs      int // default 6
-	Workers   int // default 32
+	Modes     []Mode // default DefaultModes
+	Tasks     int    // default 41,893, as in the plan's test
+	Jobs      int    // default 6
+	Workers   int    // default 32
 	// Concurrency is each job's concurrency limit. Default 1,000: high
 	// enough not to be what limits throughput; lower it to watch the limit.
 	Concurrency int
@@ -142,7 +167,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if len(c.Modes) == 0 {
-		c.Modes = AllModes
+		c.Modes = DefaultModes
 	}
 	if c.Tasks <= 0 {
 		c.Tasks = 41_893
@@ -199,8 +224,9 @@ type Result struct {
 	ClaimP90 time.Duration `json:"claim_p90_ns"`
 	ClaimP99 time.Duration `json:"claim_p99_ns"`
 	// Completions is how many tasks had finished as the run went, by the
-	// workers' own count (distinct tasks, in before), every 100 ms (or a
-	// multiple, in long runs) from the start and once at the end.
+	// workers' own count (distinct tasks, in before; outcomes written by
+	// the batch writer, in before-app), every 100 ms (or a multiple, in long
+	// runs) from the start and once at the end.
 	Completions []Sample `json:"completions"`
 	// Lock waits of 1 ms or more, from the server's lock-wait log.
 	LockWaits       int           `json:"lock_waits"`
@@ -260,17 +286,22 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 		defer drop()
 	}
 	target := migrate.VersionLatest
-	if mode.Claim() == ModeBefore {
+	if mode.Legacy() {
 		target = migrate.VersionBaseSchema
 	}
 	if err := (migrate.Runner{URL: dbURL, Target: target}).Up(ctx); err != nil {
 		return Result{}, fmt.Errorf("migrate: %w", err)
 	}
-	if mode.Claim() == ModeBefore {
+	if mode.Legacy() {
 		// Production's tasks had the fetch-result columns the base schema
 		// lacks: the old code writes the same row as the new.
 		if err := addFetchColumns(ctx, dbURL); err != nil {
 			return Result{}, err
+		}
+	}
+	if mode.Claim() == ModeBeforeApp {
+		if err := addBeforeAppSchema(ctx, dbURL); err != nil {
+			return Result{}, fmt.Errorf("before-app schema: %w", err)
 		}
 	}
 	cfg.Logger.Info("seeding", "mode", mode, "database", name, "tasks", cfg.Tasks, "jobs", cfg.Jobs)
@@ -322,6 +353,8 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	switch mode.Claim() {
 	case ModeBefore:
 		claims, res.Completions, err = runLegacy(runCtx, pool, cfg.Workers, handler)
+	case ModeBeforeApp:
+		claims, res.Completions, err = runLegacyApp(runCtx, pool, cfg.Workers, handler)
 	default:
 		batch := 1
 		if mode.Claim() == ModeAfterBatch {
@@ -391,8 +424,8 @@ type org struct {
 
 // seed creates two organisations with a user each and the jobs with their
 // tasks, the jobs alternating between the organisations. The after modes
-// enqueue through the queue; before inserts as the old code did, with the
-// counter trigger firing per row. A +discover mode's job is a site of its
+// enqueue through the queue; the before modes insert as the old code did,
+// with the counter trigger firing per row. A +discover mode's job is a site of its
 // share of the tasks, of which only the sitemap is enqueued; the sites are
 // returned by job id.
 func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org, map[string]*crawl.Site, error) {
@@ -418,7 +451,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 		domain := fmt.Sprintf("site%d.example.com", j+1)
 		o := orgs[j%len(orgs)]
 		var jobID string
-		if mode.Claim() == ModeBefore {
+		if mode.Legacy() {
 			domainID, err := q.DomainUpsert(ctx, pool, domain)
 			if err != nil {
 				return nil, nil, err
@@ -459,7 +492,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 				}
 				priorities = append(priorities, p)
 			}
-			if mode.Claim() == ModeBefore {
+			if mode.Legacy() {
 				if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
 					return nil, nil, err
 				}
@@ -478,7 +511,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 				return nil, nil, err
 			}
 		}
-		if mode.Claim() == ModeBefore {
+		if mode.Legacy() {
 			if err := q.LegacyJobStart(ctx, pool, jobID); err != nil {
 				return nil, nil, err
 			}
