@@ -9,11 +9,12 @@ import (
 )
 
 // WriteTable prints the results side by side, a table per workload (pages
-// known up front, pages discovered), one column per mode, with the ratio of
-// each after mode to the workload's before where there is one; then, for
-// the claims run in both workloads, the discovering crawl's rate as a share
-// of the known pages' rate, and the rate without statistics of the new rows
-// as a share of the rate with them (+analyzed).
+// known up front, pages discovered), one column per mode, each followed by
+// the ratios of every after mode to every before mode of the workload (the
+// plan's before and before-app, the application's claim, where both ran);
+// then, for the claims run in both workloads, the discovering crawl's rate
+// as a share of the known pages' rate, and the rate without statistics of
+// the new rows as a share of the rate with them (+analyzed).
 func WriteTable(w io.Writer, results []Result) error {
 	var known, discover []Result
 	for _, r := range results {
@@ -58,65 +59,13 @@ func WriteTable(w io.Writer, results []Result) error {
 }
 
 func writeTable(w io.Writer, results []Result) error {
-	var before *Result
-	for i := range results {
-		if results[i].Mode.Claim() == ModeBefore {
-			before = &results[i]
-		}
-	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	header := []string{""}
 	for _, r := range results {
 		header = append(header, string(r.Mode))
 	}
-	if before != nil {
-		for _, r := range results {
-			if r.Mode.Claim() != ModeBefore {
-				header = append(header, string(r.Mode.Claim())+"/before")
-			}
-		}
-	}
 	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
-
-	type row struct {
-		name  string
-		value func(Result) string
-		ratio func(after, before Result) string
-	}
-	speedup := func(f func(Result) float64) func(a, b Result) string {
-		return func(a, b Result) string { return ratio(f(a), f(b)) }
-	}
-	reduction := func(f func(Result) float64) func(a, b Result) string {
-		return func(a, b Result) string { return ratio(f(b), f(a)) + " less" }
-	}
-	rows := []row{
-		{"tasks finished", func(r Result) string { return fmt.Sprintf("%d/%d", r.Completed+r.Failed, r.Tasks) }, nil},
-		{"elapsed", func(r Result) string { return r.Elapsed.Round(100 * time.Millisecond).String() }, nil},
-		{"tasks/minute", func(r Result) string { return fmt.Sprintf("%.0f", r.TasksPerMinute) },
-			speedup(func(r Result) float64 { return r.TasksPerMinute })},
-		{"claim latency p50", func(r Result) string { return ms(r.ClaimP50) },
-			reduction(func(r Result) float64 { return float64(r.ClaimP50) })},
-		{"claim latency p99", func(r Result) string { return ms(r.ClaimP99) },
-			reduction(func(r Result) float64 { return float64(r.ClaimP99) })},
-		{"lock waits >= 1 ms", func(r Result) string { return fmt.Sprint(r.LockWaits) }, nil},
-		{"lock wait p99", func(r Result) string { return ms(r.LockWaitP99) }, nil},
-		{"longest lock wait", func(r Result) string { return ms(r.LockWaitLongest) }, nil},
-		{"of which on rows", func(r Result) string { return fmt.Sprint(r.RowLockWaits) }, nil},
-		{"longest on a row", func(r Result) string { return ms(r.RowLockWaitLongest) }, nil},
-		{"lock waits sampled (10 ms)", func(r Result) string { return fmt.Sprint(r.SampledWaits) }, nil},
-		{"longest sampled wait", func(r Result) string { return ms(r.SampledLongest) }, nil},
-		{"deadlocks", func(r Result) string { return fmt.Sprint(r.Deadlocks) }, nil},
-		{"worker efficiency", func(r Result) string { return fmt.Sprintf("%.1f%%", 100*r.WorkerEfficiency) }, nil},
-		{"duplicate runs", func(r Result) string { return fmt.Sprint(r.Duplicates) }, nil},
-		{"lost tasks", func(r Result) string { return fmt.Sprint(r.Lost) }, nil},
-		{"not reached (time limit)", func(r Result) string { return fmt.Sprint(r.Unfinished) }, nil},
-		{"pages never discovered", func(r Result) string { return fmt.Sprint(r.Undiscovered) }, nil},
-		{"dashboard refresh p50 (RLS)", func(r Result) string { return ms(r.DashboardP50) },
-			reduction(func(r Result) float64 { return float64(r.DashboardP50) })},
-		{"dashboard refresh p99 (RLS)", func(r Result) string { return ms(r.DashboardP99) },
-			reduction(func(r Result) float64 { return float64(r.DashboardP99) })},
-	}
-	for _, rw := range rows {
+	for _, rw := range reportRows {
 		cells := []string{rw.name}
 		for _, r := range results {
 			v := rw.value(r)
@@ -125,21 +74,97 @@ func writeTable(w io.Writer, results []Result) error {
 			}
 			cells = append(cells, v)
 		}
-		if before != nil {
-			for _, r := range results {
-				if r.Mode.Claim() == ModeBefore {
-					continue
-				}
-				if rw.ratio == nil {
-					cells = append(cells, "")
-				} else {
-					cells = append(cells, rw.ratio(r, *before))
-				}
-			}
-		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return writeRatios(w, results)
+}
+
+// writeRatios prints a row per pair of an after mode and a before mode of
+// results, and a column per measure of reportRows that has a ratio: a table
+// of its own, so that two befores do not double the width of the first.
+func writeRatios(w io.Writer, results []Result) error {
+	var befores, afters []Result
+	for _, r := range results {
+		if r.Mode.Legacy() {
+			befores = append(befores, r)
+		} else {
+			afters = append(afters, r)
+		}
+	}
+	if len(befores) == 0 || len(afters) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := []string{"ratio"}
+	for _, rw := range reportRows {
+		if rw.ratio != nil {
+			header = append(header, rw.ratioName)
+		}
+	}
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	for _, a := range afters {
+		for _, b := range befores {
+			cells := []string{fmt.Sprintf("%s / %s", a.Mode, b.Mode)}
+			for _, rw := range reportRows {
+				if rw.ratio != nil {
+					cells = append(cells, rw.ratio(a, b))
+				}
+			}
+			fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		}
+	}
 	return tw.Flush()
+}
+
+// reportRow is one measure: its value for a mode and, for the measures
+// compared, the ratio of an after mode to a before mode, under a shorter
+// name in the ratios' table.
+type reportRow struct {
+	name      string
+	value     func(Result) string
+	ratioName string
+	ratio     func(after, before Result) string
+}
+
+// speedup is after's value over before's; reduction, before's over after's.
+func speedup(f func(Result) float64) func(a, b Result) string {
+	return func(a, b Result) string { return ratio(f(a), f(b)) }
+}
+
+func reduction(f func(Result) float64) func(a, b Result) string {
+	return func(a, b Result) string { return ratio(f(b), f(a)) + " less" }
+}
+
+var reportRows = []reportRow{
+	{"tasks finished", func(r Result) string { return fmt.Sprintf("%d/%d", r.Completed+r.Failed, r.Tasks) }, "", nil},
+	{"elapsed", func(r Result) string { return r.Elapsed.Round(100 * time.Millisecond).String() }, "", nil},
+	{"tasks/minute", func(r Result) string { return fmt.Sprintf("%.0f", r.TasksPerMinute) },
+		"tasks/minute", speedup(func(r Result) float64 { return r.TasksPerMinute })},
+	{"claim latency p50", func(r Result) string { return ms(r.ClaimP50) },
+		"claim p50", reduction(func(r Result) float64 { return float64(r.ClaimP50) })},
+	{"claim latency p99", func(r Result) string { return ms(r.ClaimP99) },
+		"claim p99", reduction(func(r Result) float64 { return float64(r.ClaimP99) })},
+	{"lock waits >= 1 ms", func(r Result) string { return fmt.Sprint(r.LockWaits) }, "", nil},
+	{"lock wait p99", func(r Result) string { return ms(r.LockWaitP99) }, "", nil},
+	{"longest lock wait", func(r Result) string { return ms(r.LockWaitLongest) }, "", nil},
+	{"of which on rows", func(r Result) string { return fmt.Sprint(r.RowLockWaits) }, "", nil},
+	{"longest on a row", func(r Result) string { return ms(r.RowLockWaitLongest) }, "", nil},
+	{"lock waits sampled (10 ms)", func(r Result) string { return fmt.Sprint(r.SampledWaits) }, "", nil},
+	{"longest sampled wait", func(r Result) string { return ms(r.SampledLongest) }, "", nil},
+	{"deadlocks", func(r Result) string { return fmt.Sprint(r.Deadlocks) }, "", nil},
+	{"worker efficiency", func(r Result) string { return fmt.Sprintf("%.1f%%", 100*r.WorkerEfficiency) }, "", nil},
+	{"duplicate runs", func(r Result) string { return fmt.Sprint(r.Duplicates) }, "", nil},
+	{"lost tasks", func(r Result) string { return fmt.Sprint(r.Lost) }, "", nil},
+	{"not reached (time limit)", func(r Result) string { return fmt.Sprint(r.Unfinished) }, "", nil},
+	{"pages never discovered", func(r Result) string { return fmt.Sprint(r.Undiscovered) }, "", nil},
+	{"dashboard refresh p50 (RLS)", func(r Result) string { return ms(r.DashboardP50) },
+		"dashboard p50", reduction(func(r Result) float64 { return float64(r.DashboardP50) })},
+	{"dashboard refresh p99 (RLS)", func(r Result) string { return ms(r.DashboardP99) },
+		"dashboard p99", reduction(func(r Result) float64 { return float64(r.DashboardP99) })},
 }
 
 func ms(d time.Duration) string {
