@@ -294,10 +294,20 @@ Usage: taskq loadtest [flags]
 
 Reproduces the plan's 2025-10-24 load test on fresh databases, one per mode,
 and prints the modes side by side with the ratio of after to before:
-  before       the schema as production had it and the old claim
-               (SELECT the next pending task, then UPDATE it by id)
+  before       the schema as production had it and the old claim as the
+               plan describes it (SELECT the next pending task, then UPDATE
+               it by id)
+  before-app   the same schema and the claim and finish the application
+               ran in late October 2025: FOR UPDATE OF t, j SKIP LOCKED (the
+               job's row locked too), a running_tasks counter on the job's
+               row per claim and per finish, outcomes written in batches
   after        every migration; each worker claims with ClaimNextTask
   after-batch  every migration; one fetcher claims --batch tasks at a time
+Each runs with every page enqueued up front and, as MODE+discover, as a
+crawl that finds its pages as it goes; after and after-batch also as
+MODE+analyzed, with statistics gathered between the enqueue and the run.
+--modes defaults to all of them but before-app+discover: a before mode
+can take up to --max-duration, and that one would add as much again.
 The databases are created on the server of DATABASE_URL (which needs
 CREATEDB and superuser, for the lock-wait log) or the local one, and dropped
 afterwards unless --keep.`, stderr)
@@ -310,7 +320,7 @@ afterwards unless --keep.`, stderr)
 	concurrency := fs.Int("concurrency", 1000, "each job's concurrency limit")
 	delay := fs.Duration("delay", 0, "how long each simulated page fetch takes (0: no-op, measures the queue alone)")
 	dashboards := fs.Int("dashboard-samples", 40, "dashboard refreshes (as authenticated users, through RLS) timed per mode before the run")
-	modes := fs.String("modes", modeList(loadtest.AllModes),
+	modes := fs.String("modes", modeList(loadtest.DefaultModes),
 		"comma-separated modes to run, in order (+discover: a crawl that finds its pages as it goes;\n"+
 			"+analyzed: ANALYZE between the enqueue and the run, which no other mode does)")
 	maxDuration := fs.Duration("max-duration", 5*time.Minute, "stop a mode that runs longer and report what it did (the old claim is slow)")
@@ -586,9 +596,5 @@ func oneLine(s string, n int) string {
 }
 
 func modeList(modes []loadtest.Mode) string {
-	names := make([]string, len(modes))
-	for i, m := range modes {
-		names[i] = string(m)
-	}
-	return strings.Join(names, ",")
+	return strings.Join(loadtest.ModeNames(modes), ",")
 }
