@@ -93,7 +93,23 @@ SET status = 'completed',
     cache_status = u.cache_status,
     content_type = u.content_type,
     content_length = u.content_length,
-    headers = u.headers::jsonb
+    headers = u.headers::jsonb,
+    redirect_url = u.redirect_url,
+    dns_lookup_time = u.dns_lookup_time,
+    tcp_connection_time = u.tcp_connection_time,
+    tls_handshake_time = u.tls_handshake_time,
+    ttfb = u.ttfb,
+    content_transfer_time = u.content_transfer_time,
+    second_response_time = u.second_response_time,
+    second_cache_status = u.second_cache_status,
+    second_content_length = u.second_content_length,
+    second_headers = u.second_headers::jsonb,
+    second_dns_lookup_time = u.second_dns_lookup_time,
+    second_tcp_connection_time = u.second_tcp_connection_time,
+    second_tls_handshake_time = u.second_tls_handshake_time,
+    second_ttfb = u.second_ttfb,
+    second_content_transfer_time = u.second_content_transfer_time,
+    cache_check_attempts = u.cache_check_attempts::jsonb
 FROM (
     SELECT unnest($1::text[]) AS id,
            unnest($2::timestamptz[]) AS completed_at,
@@ -102,26 +118,60 @@ FROM (
            unnest($5::text[]) AS cache_status,
            unnest($6::text[]) AS content_type,
            unnest($7::bigint[]) AS content_length,
-           unnest($8::text[]) AS headers
+           unnest($8::text[]) AS headers,
+           unnest($9::text[]) AS redirect_url,
+           unnest($10::integer[]) AS dns_lookup_time,
+           unnest($11::integer[]) AS tcp_connection_time,
+           unnest($12::integer[]) AS tls_handshake_time,
+           unnest($13::integer[]) AS ttfb,
+           unnest($14::integer[]) AS content_transfer_time,
+           unnest($15::bigint[]) AS second_response_time,
+           unnest($16::text[]) AS second_cache_status,
+           unnest($17::bigint[]) AS second_content_length,
+           unnest($18::text[]) AS second_headers,
+           unnest($19::integer[]) AS second_dns_lookup_time,
+           unnest($20::integer[]) AS second_tcp_connection_time,
+           unnest($21::integer[]) AS second_tls_handshake_time,
+           unnest($22::integer[]) AS second_ttfb,
+           unnest($23::integer[]) AS second_content_transfer_time,
+           unnest($24::text[]) AS cache_check_attempts
 ) AS u
 WHERE tasks.id = u.id
 `
 
 type LegacyAppTaskCompleteManyParams struct {
-	Ids            []string
-	CompletedAt    []time.Time
-	StatusCodes    []int32
-	ResponseTimes  []int32
-	CacheStatuses  []string
-	ContentTypes   []string
-	ContentLengths []int64
-	Headers        []string
+	Ids                        []string
+	CompletedAt                []time.Time
+	StatusCodes                []int32
+	ResponseTimes              []int32
+	CacheStatuses              []string
+	ContentTypes               []string
+	ContentLengths             []int64
+	Headers                    []string
+	RedirectUrls               []string
+	DnsLookupTimes             []int32
+	TcpConnectionTimes         []int32
+	TlsHandshakeTimes          []int32
+	Ttfbs                      []int32
+	ContentTransferTimes       []int32
+	SecondResponseTimes        []int64
+	SecondCacheStatuses        []string
+	SecondContentLengths       []int64
+	SecondHeaders              []string
+	SecondDnsLookupTimes       []int32
+	SecondTcpConnectionTimes   []int32
+	SecondTlsHandshakeTimes    []int32
+	SecondTtfbs                []int32
+	SecondContentTransferTimes []int32
+	CacheCheckAttempts         []string
 }
 
 // before-app's finish, step 2: the application's batch manager wrote
-// completed tasks up to 100 at a time with one unnest UPDATE (headers as
-// text, cast), in a transaction of their own; the counter trigger still
-// updates the job's row once per task.
+// completed tasks up to 100 at a time with one unnest UPDATE of every
+// column its fetch fills (a value in each, never NULL; JSON as text, cast),
+// in a transaction of its own; the counter trigger still updates the job's
+// row once per task. before-app's database has the fetch-result columns of
+// migration 20251024000018, as before's does.
 func (q *Queries) LegacyAppTaskCompleteMany(ctx context.Context, db DBTX, arg LegacyAppTaskCompleteManyParams) (int64, error) {
 	result, err := db.Exec(ctx, legacyAppTaskCompleteMany,
 		arg.Ids,
@@ -132,6 +182,22 @@ func (q *Queries) LegacyAppTaskCompleteMany(ctx context.Context, db DBTX, arg Le
 		arg.ContentTypes,
 		arg.ContentLengths,
 		arg.Headers,
+		arg.RedirectUrls,
+		arg.DnsLookupTimes,
+		arg.TcpConnectionTimes,
+		arg.TlsHandshakeTimes,
+		arg.Ttfbs,
+		arg.ContentTransferTimes,
+		arg.SecondResponseTimes,
+		arg.SecondCacheStatuses,
+		arg.SecondContentLengths,
+		arg.SecondHeaders,
+		arg.SecondDnsLookupTimes,
+		arg.SecondTcpConnectionTimes,
+		arg.SecondTlsHandshakeTimes,
+		arg.SecondTtfbs,
+		arg.SecondContentTransferTimes,
+		arg.CacheCheckAttempts,
 	)
 	if err != nil {
 		return 0, err

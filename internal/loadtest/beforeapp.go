@@ -242,23 +242,9 @@ func (w *appBatchWriter) write(batch []appOutcome) error {
 			failed.Errors = append(failed.Errors, o.res.Err.Error())
 			continue
 		}
-		// The application wrote "{}" for a page without headers.
-		headers := "{}"
-		if o.res.Headers != nil {
-			h, err := jsonMarshal(o.res.Headers)
-			if err != nil {
-				return err
-			}
-			headers = string(h)
+		if err := appendCompleted(&done, o); err != nil {
+			return err
 		}
-		done.Ids = append(done.Ids, o.id)
-		done.CompletedAt = append(done.CompletedAt, o.at)
-		done.StatusCodes = append(done.StatusCodes, int32(o.res.StatusCode))
-		done.ResponseTimes = append(done.ResponseTimes, int32(o.res.ResponseTime.Milliseconds()))
-		done.CacheStatuses = append(done.CacheStatuses, o.res.CacheStatus)
-		done.ContentTypes = append(done.ContentTypes, o.res.ContentType)
-		done.ContentLengths = append(done.ContentLengths, o.res.ContentLength)
-		done.Headers = append(done.Headers, headers)
 	}
 	q := gen.New()
 	return pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
@@ -274,4 +260,60 @@ func (w *appBatchWriter) write(batch []appOutcome) error {
 		}
 		return nil
 	})
+}
+
+// appendCompleted adds o to the batch's columns as the application's batch
+// manager did: every column a value, 0 or "" where the fetch recorded none,
+// "{}" for missing headers and "[]" for no cache checks.
+func appendCompleted(p *gen.LegacyAppTaskCompleteManyParams, o appOutcome) error {
+	r := o.res
+	jsonOr := func(v any, none string, empty bool) (string, error) {
+		if empty {
+			return none, nil
+		}
+		b, err := jsonMarshal(v)
+		return string(b), err
+	}
+	headers, err := jsonOr(r.Headers, "{}", r.Headers == nil)
+	if err != nil {
+		return err
+	}
+	checks, err := jsonOr(r.CacheCheckAttempts, "[]", r.CacheCheckAttempts == nil)
+	if err != nil {
+		return err
+	}
+	second := r.Second
+	if second == nil {
+		second = &tasks.SecondRequest{}
+	}
+	secondHeaders, err := jsonOr(second.Headers, "{}", second.Headers == nil)
+	if err != nil {
+		return err
+	}
+	ms := func(d time.Duration) int32 { return *msPtr(d) }
+	p.Ids = append(p.Ids, o.id)
+	p.CompletedAt = append(p.CompletedAt, o.at)
+	p.StatusCodes = append(p.StatusCodes, int32(r.StatusCode))
+	p.ResponseTimes = append(p.ResponseTimes, ms(r.ResponseTime))
+	p.CacheStatuses = append(p.CacheStatuses, r.CacheStatus)
+	p.ContentTypes = append(p.ContentTypes, r.ContentType)
+	p.ContentLengths = append(p.ContentLengths, r.ContentLength)
+	p.Headers = append(p.Headers, headers)
+	p.RedirectUrls = append(p.RedirectUrls, r.RedirectURL)
+	p.DnsLookupTimes = append(p.DnsLookupTimes, ms(r.Timing.DNSLookup))
+	p.TcpConnectionTimes = append(p.TcpConnectionTimes, ms(r.Timing.TCPConnection))
+	p.TlsHandshakeTimes = append(p.TlsHandshakeTimes, ms(r.Timing.TLSHandshake))
+	p.Ttfbs = append(p.Ttfbs, ms(r.Timing.TTFB))
+	p.ContentTransferTimes = append(p.ContentTransferTimes, ms(r.Timing.ContentTransfer))
+	p.SecondResponseTimes = append(p.SecondResponseTimes, second.ResponseTime.Milliseconds())
+	p.SecondCacheStatuses = append(p.SecondCacheStatuses, second.CacheStatus)
+	p.SecondContentLengths = append(p.SecondContentLengths, second.ContentLength)
+	p.SecondHeaders = append(p.SecondHeaders, secondHeaders)
+	p.SecondDnsLookupTimes = append(p.SecondDnsLookupTimes, ms(second.Timing.DNSLookup))
+	p.SecondTcpConnectionTimes = append(p.SecondTcpConnectionTimes, ms(second.Timing.TCPConnection))
+	p.SecondTlsHandshakeTimes = append(p.SecondTlsHandshakeTimes, ms(second.Timing.TLSHandshake))
+	p.SecondTtfbs = append(p.SecondTtfbs, ms(second.Timing.TTFB))
+	p.SecondContentTransferTimes = append(p.SecondContentTransferTimes, ms(second.Timing.ContentTransfer))
+	p.CacheCheckAttempts = append(p.CacheCheckAttempts, checks)
+	return nil
 }

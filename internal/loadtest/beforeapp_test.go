@@ -20,7 +20,7 @@ import (
 // page of the +discover sites reached, and at the end each job's row is
 // exact: running_tasks back to 0 (one decrement per claim), and the
 // trigger's counters matching the job's tasks (every outcome written by the
-// batch writer).
+// batch writer, with every fetch column).
 func TestBeforeAppRunsEveryTaskOnce(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -67,6 +67,18 @@ func TestBeforeAppRunsEveryTaskOnce(t *testing.T) {
 			if want := (jobRow{j.Tasks, j.Tasks, j.Tasks, 0}); j != want {
 				t.Errorf("%s: job row %+v, want %+v", r.Mode, j, want)
 			}
+		}
+		// The batch writer fills every fetch column, as the application's
+		// did: none left NULL.
+		var partial int
+		if err := conn.QueryRow(ctx, `
+			SELECT count(*) FROM tasks
+			WHERE status = 'completed' AND (headers IS NULL OR redirect_url IS NULL OR ttfb IS NULL
+			   OR second_cache_status IS NULL OR second_headers IS NULL OR cache_check_attempts IS NULL)`).Scan(&partial); err != nil {
+			t.Fatal(err)
+		}
+		if partial != 0 {
+			t.Errorf("%s: %d completed tasks with fetch columns left NULL", r.Mode, partial)
 		}
 	}
 }

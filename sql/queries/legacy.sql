@@ -149,9 +149,11 @@ WHERE id = sqlc.arg(id)::text;
 
 -- name: LegacyAppTaskCompleteMany :execrows
 -- before-app's finish, step 2: the application's batch manager wrote
--- completed tasks up to 100 at a time with one unnest UPDATE (headers as
--- text, cast), in a transaction of their own; the counter trigger still
--- updates the job's row once per task.
+-- completed tasks up to 100 at a time with one unnest UPDATE of every
+-- column its fetch fills (a value in each, never NULL; JSON as text, cast),
+-- in a transaction of its own; the counter trigger still updates the job's
+-- row once per task. before-app's database has the fetch-result columns of
+-- migration 20251024000018, as before's does.
 UPDATE tasks
 SET status = 'completed',
     completed_at = u.completed_at,
@@ -160,7 +162,23 @@ SET status = 'completed',
     cache_status = u.cache_status,
     content_type = u.content_type,
     content_length = u.content_length,
-    headers = u.headers::jsonb
+    headers = u.headers::jsonb,
+    redirect_url = u.redirect_url,
+    dns_lookup_time = u.dns_lookup_time,
+    tcp_connection_time = u.tcp_connection_time,
+    tls_handshake_time = u.tls_handshake_time,
+    ttfb = u.ttfb,
+    content_transfer_time = u.content_transfer_time,
+    second_response_time = u.second_response_time,
+    second_cache_status = u.second_cache_status,
+    second_content_length = u.second_content_length,
+    second_headers = u.second_headers::jsonb,
+    second_dns_lookup_time = u.second_dns_lookup_time,
+    second_tcp_connection_time = u.second_tcp_connection_time,
+    second_tls_handshake_time = u.second_tls_handshake_time,
+    second_ttfb = u.second_ttfb,
+    second_content_transfer_time = u.second_content_transfer_time,
+    cache_check_attempts = u.cache_check_attempts::jsonb
 FROM (
     SELECT unnest(sqlc.arg(ids)::text[]) AS id,
            unnest(sqlc.arg(completed_at)::timestamptz[]) AS completed_at,
@@ -169,7 +187,23 @@ FROM (
            unnest(sqlc.arg(cache_statuses)::text[]) AS cache_status,
            unnest(sqlc.arg(content_types)::text[]) AS content_type,
            unnest(sqlc.arg(content_lengths)::bigint[]) AS content_length,
-           unnest(sqlc.arg(headers)::text[]) AS headers
+           unnest(sqlc.arg(headers)::text[]) AS headers,
+           unnest(sqlc.arg(redirect_urls)::text[]) AS redirect_url,
+           unnest(sqlc.arg(dns_lookup_times)::integer[]) AS dns_lookup_time,
+           unnest(sqlc.arg(tcp_connection_times)::integer[]) AS tcp_connection_time,
+           unnest(sqlc.arg(tls_handshake_times)::integer[]) AS tls_handshake_time,
+           unnest(sqlc.arg(ttfbs)::integer[]) AS ttfb,
+           unnest(sqlc.arg(content_transfer_times)::integer[]) AS content_transfer_time,
+           unnest(sqlc.arg(second_response_times)::bigint[]) AS second_response_time,
+           unnest(sqlc.arg(second_cache_statuses)::text[]) AS second_cache_status,
+           unnest(sqlc.arg(second_content_lengths)::bigint[]) AS second_content_length,
+           unnest(sqlc.arg(second_headers)::text[]) AS second_headers,
+           unnest(sqlc.arg(second_dns_lookup_times)::integer[]) AS second_dns_lookup_time,
+           unnest(sqlc.arg(second_tcp_connection_times)::integer[]) AS second_tcp_connection_time,
+           unnest(sqlc.arg(second_tls_handshake_times)::integer[]) AS second_tls_handshake_time,
+           unnest(sqlc.arg(second_ttfbs)::integer[]) AS second_ttfb,
+           unnest(sqlc.arg(second_content_transfer_times)::integer[]) AS second_content_transfer_time,
+           unnest(sqlc.arg(cache_check_attempts)::text[]) AS cache_check_attempts
 ) AS u
 WHERE tasks.id = u.id;
 
