@@ -684,14 +684,18 @@ placed AS (
     FROM fresh f, slot, exhausted
 ),
 inserted AS (
-    INSERT INTO tasks (job_id, page_id, path, priority_score, status, shard)
+    INSERT INTO tasks (job_id, page_id, path, priority_score, status, shard, source_type, source_url)
     SELECT
         job.id,
         p.page_id,
         p.path,
         p.priority,
         p.status,
-        ((slot.dealt + slot.slot + p.rank - 1) % greatest(job.shards, 1))::smallint
+        ((slot.dealt + slot.slot + p.rank - 1) % greatest(job.shards, 1))::smallint,
+        -- Where the pages were found (the application's sitemap, link, ...),
+        -- one source per statement as the application's EnqueueURLs takes it.
+        $5::text,
+        $6::text
     FROM placed p, job, slot
     WHERE p.status IS NOT NULL
     ORDER BY p.page_id
@@ -754,6 +758,8 @@ type TaskEnqueueParams struct {
 	Start      int32
 	Paths      []string
 	Priorities []float64
+	SourceType *string
+	SourceUrl  *string
 }
 
 type TaskEnqueueRow struct {
@@ -792,6 +798,8 @@ func (q *Queries) TaskEnqueue(ctx context.Context, db DBTX, arg TaskEnqueueParam
 		arg.Start,
 		arg.Paths,
 		arg.Priorities,
+		arg.SourceType,
+		arg.SourceUrl,
 	)
 	var i TaskEnqueueRow
 	err := row.Scan(

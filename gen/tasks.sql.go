@@ -69,7 +69,7 @@ claimed AS (
     -- An array, not a join, so tasks cannot be put on the outer side.
     WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING t.id, t.job_id, t.page_id, t.path, t.priority_score, t.retry_count, t.attempt,
-              t.created_at, t.started_at, t.lease_expires_at
+              t.created_at, t.started_at, t.lease_expires_at, t.source_type, t.source_url
 ),
 occupied AS (
     UPDATE job_shards s
@@ -88,7 +88,9 @@ SELECT
     claimed.attempt,
     claimed.created_at,
     claimed.started_at::timestamptz AS started_at,
-    claimed.lease_expires_at::timestamptz AS lease_expires_at
+    claimed.lease_expires_at::timestamptz AS lease_expires_at,
+    claimed.source_type,
+    claimed.source_url
 FROM claimed
 ORDER BY claimed.priority_score DESC, claimed.created_at
 `
@@ -111,6 +113,8 @@ type TaskClaimRow struct {
 	CreatedAt      time.Time
 	StartedAt      time.Time
 	LeaseExpiresAt time.Time
+	SourceType     *string
+	SourceUrl      *string
 }
 
 // Claims up to max_tasks of the best pending tasks of a running job. A claim
@@ -150,6 +154,159 @@ func (q *Queries) TaskClaim(ctx context.Context, db DBTX, arg TaskClaimParams) (
 			&i.CreatedAt,
 			&i.StartedAt,
 			&i.LeaseExpiresAt,
+			&i.SourceType,
+			&i.SourceUrl,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const taskClaimJob = `-- name: TaskClaimJob :many
+WITH shard AS (
+    -- The checks are correlated scalar subqueries so that each one is an
+    -- index probe per shard (jobs_pkey; idx_tasks_claim, chosen for its
+    -- order) whatever the table statistics say: a semi-join here once
+    -- planned a sequential scan of tasks, which slows as finished tasks pile
+    -- up.
+    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free
+    FROM job_shards s
+    -- Read without a lock: releases only grow, so a stale value can only
+    -- make this claim take less, never exceed the capacity.
+    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+    -- A shard another claimer is working on is passed over for the cost of
+    -- an in-memory lock attempt (no WAL), before the probes below run: the
+    -- planner orders quals by cost. Released at commit. Exactness does not
+    -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
+    WHERE s.job_id = $1::text
+      AND pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
+      AND s.claims - r.releases < s.capacity
+      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+      AND (
+          SELECT true
+          FROM tasks t
+          WHERE t.job_id = s.job_id COLLATE "C"
+            AND t.shard = s.shard
+            AND t.status = 'pending'
+            AND t.run_after <= coalesce($2::timestamptz, now())
+          ORDER BY t.priority_score DESC, t.created_at
+          LIMIT 1
+      )
+    LIMIT 1
+    FOR NO KEY UPDATE OF s SKIP LOCKED
+),
+picked AS (
+    SELECT c.id
+    FROM shard
+    CROSS JOIN LATERAL (
+        SELECT t.id
+        FROM tasks t
+        WHERE t.job_id = shard.job_id COLLATE "C"
+          AND t.shard = shard.shard
+          AND t.status = 'pending'
+          AND t.run_after <= coalesce($2::timestamptz, now())
+        ORDER BY t.priority_score DESC, t.created_at
+        LIMIT least(shard.free, $3::integer)
+        FOR NO KEY UPDATE OF t SKIP LOCKED
+    ) c
+),
+claimed AS (
+    UPDATE tasks t
+    SET status = 'running',
+        started_at = coalesce($2::timestamptz, now()),
+        claimed_by = $4::text,
+        attempt = t.attempt + 1,
+        lease_expires_at = coalesce($2::timestamptz, now())
+                           + $5::bigint * interval '1 millisecond'
+    -- An array, not a join, so tasks cannot be put on the outer side.
+    WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
+    RETURNING t.id, t.job_id, t.page_id, t.path, t.priority_score, t.retry_count, t.attempt,
+              t.created_at, t.started_at, t.lease_expires_at, t.source_type, t.source_url
+),
+occupied AS (
+    UPDATE job_shards s
+    SET claims = s.claims + (SELECT count(*) FROM claimed)
+    FROM shard
+    WHERE s.job_id = shard.job_id AND s.shard = shard.shard
+    RETURNING s.job_id
+)
+SELECT
+    claimed.id,
+    claimed.job_id,
+    claimed.page_id,
+    claimed.path,
+    claimed.priority_score,
+    claimed.retry_count,
+    claimed.attempt,
+    claimed.created_at,
+    claimed.started_at::timestamptz AS started_at,
+    claimed.lease_expires_at::timestamptz AS lease_expires_at,
+    claimed.source_type,
+    claimed.source_url
+FROM claimed
+ORDER BY claimed.priority_score DESC, claimed.created_at
+`
+
+type TaskClaimJobParams struct {
+	JobID    string
+	Now      *time.Time
+	MaxTasks int32
+	WorkerID string
+	LeaseMs  int64
+}
+
+type TaskClaimJobRow struct {
+	ID             string
+	JobID          string
+	PageID         int32
+	Path           string
+	PriorityScore  float64
+	RetryCount     int32
+	Attempt        int32
+	CreatedAt      time.Time
+	StartedAt      time.Time
+	LeaseExpiresAt time.Time
+	SourceType     *string
+	SourceUrl      *string
+}
+
+// TaskClaim limited to one job, for the application's GetNextTask(ctx, jobID):
+// the same statement but for the job_id condition, so it still locks one free
+// shard of the job with SKIP LOCKED (reached through job_shards_pkey) and
+// keeps the job's concurrency exact; see TaskClaim for the rest.
+func (q *Queries) TaskClaimJob(ctx context.Context, db DBTX, arg TaskClaimJobParams) ([]TaskClaimJobRow, error) {
+	rows, err := db.Query(ctx, taskClaimJob,
+		arg.JobID,
+		arg.Now,
+		arg.MaxTasks,
+		arg.WorkerID,
+		arg.LeaseMs,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []TaskClaimJobRow
+	for rows.Next() {
+		var i TaskClaimJobRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.JobID,
+			&i.PageID,
+			&i.Path,
+			&i.PriorityScore,
+			&i.RetryCount,
+			&i.Attempt,
+			&i.CreatedAt,
+			&i.StartedAt,
+			&i.LeaseExpiresAt,
+			&i.SourceType,
+			&i.SourceUrl,
 		); err != nil {
 			return nil, err
 		}
@@ -186,6 +343,40 @@ SELECT EXISTS (
 // instant. Reads job_shards_pkey and idx_tasks_claim; locks nothing.
 func (q *Queries) TaskClaimableExists(ctx context.Context, db DBTX, now *time.Time) (bool, error) {
 	row := db.QueryRow(ctx, taskClaimableExists, now)
+	var claimable bool
+	err := row.Scan(&claimable)
+	return claimable, err
+}
+
+const taskClaimableExistsJob = `-- name: TaskClaimableExistsJob :one
+SELECT EXISTS (
+    SELECT 1
+    FROM job_shards s
+    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+    WHERE s.job_id = $1::text
+      AND s.claims - r.releases < s.capacity
+      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+      AND (
+          SELECT true
+          FROM tasks t
+          WHERE t.job_id = s.job_id COLLATE "C"
+            AND t.shard = s.shard
+            AND t.status = 'pending'
+            AND t.run_after <= coalesce($2::timestamptz, now())
+          ORDER BY t.priority_score DESC, t.created_at
+          LIMIT 1
+      )
+) AS claimable
+`
+
+type TaskClaimableExistsJobParams struct {
+	JobID string
+	Now   *time.Time
+}
+
+// TaskClaimableExists limited to one job (TaskClaimJob's retry test).
+func (q *Queries) TaskClaimableExistsJob(ctx context.Context, db DBTX, arg TaskClaimableExistsJobParams) (bool, error) {
+	row := db.QueryRow(ctx, taskClaimableExistsJob, arg.JobID, arg.Now)
 	var claimable bool
 	err := row.Scan(&claimable)
 	return claimable, err

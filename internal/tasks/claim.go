@@ -25,6 +25,8 @@ type Task struct {
 	CreatedAt      time.Time
 	StartedAt      time.Time
 	LeaseExpiresAt time.Time
+	// Source is where the task's page was found, as enqueued.
+	Source Source
 }
 
 // ClaimOne claims a pending task for workerID (the best of the first free
@@ -49,6 +51,22 @@ func (q *Queue) ClaimOne(ctx context.Context, workerID string) (*Task, error) {
 // concurrency runs at once. It returns an empty slice, not an error, when
 // nothing is claimable.
 func (q *Queue) Claim(ctx context.Context, workerID string, n int) ([]Task, error) {
+	return q.claim(ctx, workerID, "", n)
+}
+
+// ClaimJob is Claim limited to the tasks of one job, as the application's
+// GetNextTask(ctx, jobID) asks: the same shard locking, the same exact
+// concurrency limit. It returns an empty slice, not an error, when the job
+// has nothing claimable (an unknown job has nothing claimable either).
+func (q *Queue) ClaimJob(ctx context.Context, workerID, jobID string, n int) ([]Task, error) {
+	if err := checkID("jobID", jobID); err != nil {
+		return nil, err
+	}
+	return q.claim(ctx, workerID, jobID, n)
+}
+
+// claim is Claim, or ClaimJob when jobID is not empty.
+func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Task, error) {
 	if err := checkID("workerID", workerID); err != nil {
 		return nil, err
 	}
@@ -58,12 +76,7 @@ func (q *Queue) Claim(ctx context.Context, workerID string, n int) ([]Task, erro
 	var out []Task
 	err := q.run(ctx, func(db gen.DBTX) error {
 		for attempt := 0; ; attempt++ {
-			rows, err := q.q.TaskClaim(ctx, db, gen.TaskClaimParams{
-				Now:      q.now(),
-				MaxTasks: int32(n),
-				WorkerID: workerID,
-				LeaseMs:  q.cfg.Lease.Milliseconds(),
-			})
+			rows, err := q.claimRound(ctx, db, workerID, jobID, n)
 			if err != nil {
 				return fmt.Errorf("claim %d tasks for %s: %w", n, workerID, err)
 			}
@@ -74,7 +87,12 @@ func (q *Queue) Claim(ctx context.Context, workerID string, n int) ([]Task, erro
 			// Nothing claimed: either nothing is claimable, or every free
 			// shard was locked by another claimer at that instant. Only the
 			// second is worth an immediate retry.
-			claimable, err := q.q.TaskClaimableExists(ctx, db, q.now())
+			var claimable bool
+			if jobID == "" {
+				claimable, err = q.q.TaskClaimableExists(ctx, db, q.now())
+			} else {
+				claimable, err = q.q.TaskClaimableExistsJob(ctx, db, gen.TaskClaimableExistsJobParams{JobID: jobID, Now: q.now()})
+			}
 			if err != nil {
 				return fmt.Errorf("claim %d tasks for %s: %w", n, workerID, err)
 			}
@@ -94,6 +112,23 @@ func (q *Queue) Claim(ctx context.Context, workerID string, n int) ([]Task, erro
 	return out, err
 }
 
+// claimRound is one claim statement: TaskClaim, or TaskClaimJob for a job.
+func (q *Queue) claimRound(ctx context.Context, db gen.DBTX, workerID, jobID string, n int) ([]gen.TaskClaimRow, error) {
+	if jobID == "" {
+		return q.q.TaskClaim(ctx, db, gen.TaskClaimParams{
+			Now: q.now(), MaxTasks: int32(n), WorkerID: workerID, LeaseMs: q.cfg.Lease.Milliseconds(),
+		})
+	}
+	rows, err := q.q.TaskClaimJob(ctx, db, gen.TaskClaimJobParams{
+		JobID: jobID, Now: q.now(), MaxTasks: int32(n), WorkerID: workerID, LeaseMs: q.cfg.Lease.Milliseconds(),
+	})
+	out := make([]gen.TaskClaimRow, len(rows))
+	for i, r := range rows {
+		out[i] = gen.TaskClaimRow(r)
+	}
+	return out, err
+}
+
 func tasksFromRows(rows []gen.TaskClaimRow, workerID string) []Task {
 	out := make([]Task, len(rows))
 	for i, r := range rows {
@@ -109,7 +144,16 @@ func tasksFromRows(rows []gen.TaskClaimRow, workerID string) []Task {
 			CreatedAt:      r.CreatedAt,
 			StartedAt:      r.StartedAt,
 			LeaseExpiresAt: r.LeaseExpiresAt,
+			Source:         Source{Type: deref(r.SourceType), URL: deref(r.SourceUrl)},
 		}
 	}
 	return out
+}
+
+// deref is an optional column's value, "" for NULL.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -117,6 +117,11 @@ func interpretError(err error) error {
 	return err
 }
 
+// InterpretError is interpretError for the statements callers run on the
+// queue's pool themselves (db.DbQueue.Execute's transactions): driver errors
+// become the queue's sentinels, other errors pass through unchanged.
+func InterpretError(err error) error { return interpretError(err) }
+
 // refusedAtStartup tells a pooler's refusal of a startup parameter
 // (PgBouncer: "unsupported startup parameter: statement_timeout", 08P01)
 // from other protocol errors.

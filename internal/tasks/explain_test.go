@@ -376,6 +376,10 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"TaskClaim", []any{&now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
 		{"TaskClaim", []any{&now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
 		{"TaskClaimableExists", []any{&now}, "idx_tasks_claim", 32, false, ""},
+		// The application's GetNextTask(ctx, jobID): one job's shards only.
+		{"TaskClaimJob", []any{liveJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
+		{"TaskClaimJob", []any{liveJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
+		{"TaskClaimableExistsJob", []any{liveJob, &now}, "idx_tasks_claim", 32, false, ""},
 		{"TaskFinishMany", []any{one, one, []int32{1}, []bool{false}, []bool{false}, []int32{200}, []int32{5},
 			one, one, []int64{1}, [][]byte{[]byte("{}")}, one,
 			one, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
@@ -391,7 +395,7 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"JobFinishDrained", []any{&now, one}, "idx_tasks_job_id_status", 32, false, ""},
 		// A page's links: 20 the job has, 10 it has not.
 		{"PageUpsertMany", []any{links, liveJob}, "pages_domain_id_path_key", 30, false, ""},
-		{"TaskEnqueue", []any{liveJob, int32(0), links, linkPriorities}, "pages_domain_id_path_key", 30, false,
+		{"TaskEnqueue", []any{liveJob, int32(0), links, linkPriorities, "link", "https://example.com/"}, "pages_domain_id_path_key", 30, false,
 			"just filled, analyzed while it held only deleted rows"},
 		{"QueueDepth", nil, "idx_tasks_job_id_status", 0, true, ""},
 		{"TaskThroughputPerMinute", []any{int32(900)}, "idx_tasks_job_id_status", 0, false, ""},

@@ -376,7 +376,7 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 		}
 	}
 	for _, job := range slices.Sorted(maps.Keys(perJob)) {
-		res, err := q.enqueue(ctx, db, job, perJob[job])
+		res, err := q.enqueue(ctx, db, job, Source{}, perJob[job])
 		switch {
 		case errors.Is(err, ErrInvalidTransition), errors.Is(err, ErrJobNotFound):
 			rep.LinksRefused += len(perJob[job])

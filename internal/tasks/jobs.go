@@ -180,6 +180,20 @@ type EnqueueResult struct {
 // should a later statement fail, pages placed by earlier ones stay, and
 // enqueueing the same pages again drops them as duplicates.
 func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (EnqueueResult, error) {
+	return q.EnqueueFrom(ctx, jobID, Source{}, pages)
+}
+
+// Source says where a batch of pages was found, recorded on their tasks
+// (tasks.source_type and source_url); empty fields are stored as NULL.
+type Source struct {
+	// Type is how the pages were found: "sitemap", "link", "manual", ...
+	Type string
+	// URL is the page or sitemap they were found on.
+	URL string
+}
+
+// EnqueueFrom is Enqueue recording where the pages were found.
+func (q *Queue) EnqueueFrom(ctx context.Context, jobID string, src Source, pages []Page) (EnqueueResult, error) {
 	if err := checkID("jobID", jobID); err != nil {
 		return EnqueueResult{}, err
 	}
@@ -191,9 +205,15 @@ func (q *Queue) Enqueue(ctx context.Context, jobID string, pages []Page) (Enqueu
 			return EnqueueResult{}, err
 		}
 	}
+	if err := checkText("src.Type", src.Type); err != nil {
+		return EnqueueResult{}, err
+	}
+	if err := checkText("src.URL", src.URL); err != nil {
+		return EnqueueResult{}, err
+	}
 	var res EnqueueResult
 	err := q.run(ctx, func(db gen.DBTX) (err error) {
-		res, err = q.enqueue(ctx, db, jobID, pages)
+		res, err = q.enqueue(ctx, db, jobID, src, pages)
 		return err
 	})
 	if err != nil {
@@ -226,7 +246,7 @@ func checkPage(arg string, p Page) error {
 // or another enqueue was inserting the same page); they go again, after a
 // short pause when the round placed nothing, until AcquireTimeout. In a
 // transaction (Finish's), the slots each round locks are held to its end.
-func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, pages []Page) (EnqueueResult, error) {
+func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Source, pages []Page) (EnqueueResult, error) {
 	paths := make([]string, len(pages))
 	priorities := make([]float64, len(pages))
 	for i, p := range pages {
@@ -242,6 +262,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, pages []
 			// Start: where this round's search for a free slot begins, so that
 			// concurrent enqueues spread over the slots.
 			JobID: jobID, Start: rand.Int32N(1 << 30), Paths: paths, Priorities: priorities,
+			SourceType: nullIfEmpty(src.Type), SourceUrl: nullIfEmpty(src.URL),
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return EnqueueResult{}, ErrJobNotFound
@@ -460,4 +481,12 @@ func (q *Queue) transition(ctx context.Context, db gen.DBTX, id string, to JobSt
 		return err
 	}
 	return fmt.Errorf("%w: job is %s, want one of %v to become %s", ErrInvalidTransition, current, from, to)
+}
+
+// nullIfEmpty is s as an optional query argument: nil (NULL) when empty.
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }

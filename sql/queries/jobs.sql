@@ -112,14 +112,18 @@ placed AS (
     FROM fresh f, slot, exhausted
 ),
 inserted AS (
-    INSERT INTO tasks (job_id, page_id, path, priority_score, status, shard)
+    INSERT INTO tasks (job_id, page_id, path, priority_score, status, shard, source_type, source_url)
     SELECT
         job.id,
         p.page_id,
         p.path,
         p.priority,
         p.status,
-        ((slot.dealt + slot.slot + p.rank - 1) % greatest(job.shards, 1))::smallint
+        ((slot.dealt + slot.slot + p.rank - 1) % greatest(job.shards, 1))::smallint,
+        -- Where the pages were found (the application's sitemap, link, ...),
+        -- one source per statement as the application's EnqueueURLs takes it.
+        sqlc.narg(source_type)::text,
+        sqlc.narg(source_url)::text
     FROM placed p, job, slot
     WHERE p.status IS NOT NULL
     ORDER BY p.page_id
