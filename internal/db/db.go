@@ -22,16 +22,16 @@ import (
 	"github.com/blue-banded-bee/taskq/internal/tasks"
 )
 
-// The queue's types and errors, under the names the application uses.
+// The queue's types and errors, under the names the application uses. Task
+// and Page are the application's own shapes (queue.go); the plan's calls
+// below take the queue's claim, tasks.Task, under its own name.
 type (
-	Task              = tasks.Task
 	TaskResult        = tasks.Result
 	Timing            = tasks.Timing
 	SecondRequest     = tasks.SecondRequest
 	CacheCheckAttempt = tasks.CacheCheckAttempt
 	Job               = tasks.Job
 	JobOptions        = tasks.JobSpec
-	Page              = tasks.Page
 	EnqueueResult     = tasks.EnqueueResult
 	Progress          = tasks.Progress
 	JobFilter         = tasks.JobFilter
@@ -178,19 +178,19 @@ func (db *DB) Ping(ctx context.Context) error {
 // statement runs, the claim may still have committed without the caller
 // learning of it; the task then returns to the queue when its lease expires. The task is leased to workerID; report its outcome
 // with CompleteTask or FailTask.
-func (db *DB) ClaimNextTask(ctx context.Context, workerID string) (*Task, error) {
+func (db *DB) ClaimNextTask(ctx context.Context, workerID string) (*tasks.Task, error) {
 	return db.queue.ClaimOne(ctx, workerID)
 }
 
 // ClaimTasks claims up to n tasks for workerID in one statement. It returns
 // an empty slice when nothing is claimable.
-func (db *DB) ClaimTasks(ctx context.Context, workerID string, n int) ([]Task, error) {
+func (db *DB) ClaimTasks(ctx context.Context, workerID string, n int) ([]tasks.Task, error) {
 	return db.queue.Claim(ctx, workerID, n)
 }
 
 // CompleteTask records a task's result. ErrLeaseLost means the worker no
 // longer held the task (its lease expired and another worker may run it).
-func (db *DB) CompleteTask(ctx context.Context, task *Task, result TaskResult) error {
+func (db *DB) CompleteTask(ctx context.Context, task *tasks.Task, result TaskResult) error {
 	if task == nil {
 		return &tasks.ArgumentError{Arg: "task", Reason: "nil"}
 	}
@@ -199,7 +199,7 @@ func (db *DB) CompleteTask(ctx context.Context, task *Task, result TaskResult) e
 
 // FailTask records a failure: the task is retried after a backoff until the
 // job's max_retries, then it is failed.
-func (db *DB) FailTask(ctx context.Context, task *Task, cause error) error {
+func (db *DB) FailTask(ctx context.Context, task *tasks.Task, cause error) error {
 	if task == nil {
 		return &tasks.ArgumentError{Arg: "task", Reason: "nil"}
 	}
@@ -207,7 +207,7 @@ func (db *DB) FailTask(ctx context.Context, task *Task, cause error) error {
 }
 
 // FailTaskPermanently records a failure that no retry would fix.
-func (db *DB) FailTaskPermanently(ctx context.Context, task *Task, cause error) error {
+func (db *DB) FailTaskPermanently(ctx context.Context, task *tasks.Task, cause error) error {
 	if task == nil {
 		return &tasks.ArgumentError{Arg: "task", Reason: "nil"}
 	}
@@ -215,11 +215,11 @@ func (db *DB) FailTaskPermanently(ctx context.Context, task *Task, cause error) 
 }
 
 // ExtendLease keeps a long-running task leased to its worker.
-func (db *DB) ExtendLease(ctx context.Context, task *Task) error {
+func (db *DB) ExtendLease(ctx context.Context, task *tasks.Task) error {
 	if task == nil {
 		return &tasks.ArgumentError{Arg: "task", Reason: "nil"}
 	}
-	extended, err := db.queue.ExtendLeases(ctx, []Task{*task})
+	extended, err := db.queue.ExtendLeases(ctx, []tasks.Task{*task})
 	if err != nil {
 		return err
 	}
@@ -239,9 +239,14 @@ func (db *DB) CreateJob(ctx context.Context, opts JobOptions) (*Job, error) {
 }
 
 // EnqueuePages adds pages to a job as tasks (deduplicated, capped at the
-// job's max_pages) and starts a pending job.
+// job's max_pages) and starts a pending job. The pages' IDs are not used:
+// the queue finds or creates each page by the job's domain and its path.
 func (db *DB) EnqueuePages(ctx context.Context, jobID string, pages []Page) (EnqueueResult, error) {
-	return db.queue.Enqueue(ctx, jobID, pages)
+	in := make([]tasks.Page, len(pages))
+	for i, p := range pages {
+		in[i] = tasks.Page{Path: p.Path, Priority: p.Priority}
+	}
+	return db.queue.Enqueue(ctx, jobID, in)
 }
 
 // GetJob returns a job with its exact progress.

@@ -53,7 +53,7 @@ func open(t *testing.T, opts db.Options) (*db.DB, string) {
 }
 
 // ignoreClaimed leaves out what a claim stamps from the database's side.
-var ignoreClaimed = cmpopts.IgnoreFields(db.Task{}, "ID", "PageID", "CreatedAt")
+var ignoreClaimed = cmpopts.IgnoreFields(tasks.Task{}, "ID", "PageID", "CreatedAt")
 
 func TestClaimCompleteFailRoundTrip(t *testing.T) {
 	t.Parallel()
@@ -81,15 +81,15 @@ func TestClaimCompleteFailRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantHome := db.Task{
+	wantHome := tasks.Task{
 		JobID: job.ID, Path: "/", PriorityScore: 1, Attempt: 1, WorkerID: "w1",
 		StartedAt: clk.Now(), LeaseExpiresAt: clk.Now().Add(time.Minute),
 	}
-	wantAbout := db.Task{
+	wantAbout := tasks.Task{
 		JobID: job.ID, Path: "/about", PriorityScore: 0.5, Attempt: 1, WorkerID: "w2",
 		StartedAt: clk.Now(), LeaseExpiresAt: clk.Now().Add(time.Minute),
 	}
-	if diff := cmp.Diff([]db.Task{wantHome, wantAbout}, []db.Task{*home, *about}, ignoreClaimed); diff != "" {
+	if diff := cmp.Diff([]tasks.Task{wantHome, wantAbout}, []tasks.Task{*home, *about}, ignoreClaimed); diff != "" {
 		t.Fatalf("claimed (-want +got):\n%s", diff)
 	}
 

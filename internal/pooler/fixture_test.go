@@ -71,10 +71,10 @@ func job(t *testing.T, d *db.DB, spec tasks.JobSpec, n int) string {
 	return j.ID
 }
 
-func pages(from, to int) []tasks.Page {
-	out := make([]tasks.Page, 0, to-from)
+func pages(from, to int) []db.Page {
+	out := make([]db.Page, 0, to-from)
 	for i := from; i < to; i++ {
-		out = append(out, tasks.Page{Path: fmt.Sprintf("/p%05d", i), Priority: 1 / float64(1+i)})
+		out = append(out, db.Page{Path: fmt.Sprintf("/p%05d", i), Priority: 1 / float64(1+i)})
 	}
 	return out
 }
