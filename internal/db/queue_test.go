@@ -461,3 +461,66 @@ func TestExecuteCommitsAndRollsBack(t *testing.T) {
 		t.Errorf("Execute past statement_timeout = %v, want ErrTimeout", err)
 	}
 }
+
+func TestConcurrentFinishesEachGetTheirOwnResult(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d, _ := open(t, db.Options{MaxConns: 20})
+	q := db.NewDbQueue(d)
+	const n = 32
+	job, err := d.CreateJob(ctx, db.JobOptions{Domain: "example.com", Concurrency: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.EnqueueURLs(ctx, job.ID, appPages("p", n), "sitemap", ""); err != nil {
+		t.Fatal(err)
+	}
+	var claimed []*db.Task
+	for range n {
+		task, err := q.GetNextTask(ctx, job.ID)
+		if err != nil || task == nil {
+			t.Fatalf("GetNextTask = %v, %v", task, err)
+		}
+		claimed = append(claimed, task)
+	}
+	// Every task finished at once, whichever batches they fall into: task 0
+	// with a status no HTTP response has (refused, alone), task 1 twice (one
+	// of the two finds the claim gone), the rest completed or retried.
+	type call struct {
+		task *db.Task
+		err  error
+	}
+	calls := []*call{{task: claimed[0]}, {task: claimed[1]}}
+	dup := *claimed[1]
+	calls = append(calls, &call{task: &dup})
+	for _, task := range claimed[2:] {
+		calls = append(calls, &call{task: task})
+	}
+	for i, c := range calls {
+		c.task.Status, c.task.StatusCode = db.TaskStatusCompleted, 200
+		if i%2 == 1 && i > 2 {
+			c.task.Status, c.task.Error = db.TaskStatusPending, "HTTP 503"
+		}
+	}
+	calls[0].task.StatusCode = 42
+	var wg sync.WaitGroup
+	for _, c := range calls {
+		wg.Go(func() { c.err = q.UpdateTaskStatus(ctx, c.task) })
+	}
+	wg.Wait()
+	if !errors.Is(calls[0].err, db.ErrInvalidArgument) {
+		t.Errorf("finish with status 42: %v, want ErrInvalidArgument", calls[0].err)
+	}
+	if a, b := calls[1].err, calls[2].err; !(a == nil && errors.Is(b, db.ErrLeaseLost) || b == nil && errors.Is(a, db.ErrLeaseLost)) {
+		t.Errorf("one task finished twice: %v and %v, want nil and ErrLeaseLost", a, b)
+	}
+	for _, c := range calls[3:] {
+		if c.err != nil {
+			t.Errorf("finish of task %s: %v", c.task.ID, c.err)
+		}
+	}
+	want := map[string]int{"running": 1, "completed": 1 + (n-2)/2, "pending": (n - 2) / 2}
+	if diff := cmp.Diff(want, statusCounts(t, q, job.ID)); diff != "" {
+		t.Errorf("tasks (-want +got):\n%s", diff)
+	}
+}
