@@ -1,19 +1,28 @@
-// Command river-compare burns down the same number of no-op jobs through
-// River (github.com/riverqueue/river, the Go Postgres queue the project
-// measures itself against) and through taskq's worker pool, each on a fresh
-// database of the same server, in alternating order, and prints the rates
-// side by side.
+// Command river-compare burns down the same number of jobs through River
+// (github.com/riverqueue/river, the Go Postgres queue the project measures
+// itself against) and through taskq's worker pool, each on a fresh database
+// of the same server, in alternating order, and prints the rates side by
+// side.
 //
 // It is a module of its own so that River stays out of taskq's dependencies.
 // Each side runs as its authors tune it for throughput: River with the
 // settings of its own benchmark (`river bench`: 2,000 workers, a 2 ms fetch
-// cooldown, a 20 ms poll interval) and no-op jobs; taskq with batched claims
-// and realistic task rows (every column a page fetch records, from
-// crawl.Simulator: headers, the timing breakdown, and for cache misses the
-// cache checks and the second request). Both count a job done when its
-// completion is written.
+// cooldown, a 20 ms poll interval), taskq with batched claims. There are
+// three queues:
 //
-// -variant name=SQL adds a third side, taskq with SQL run on its database
+//   - river: no-op jobs, River's best case;
+//   - river-work: what a River user would write for this service, the same
+//     work as taskq's: each job's arguments carry a page (job id, page id,
+//     path, priority), the worker runs crawl.Simulator's fetch and keeps its
+//     result with river.RecordOutput (JSON in the job's metadata);
+//   - taskq: the same pages and the same simulated fetch, its result written
+//     into the task's row (every column a page fetch records: headers, the
+//     timing breakdown, and for cache misses the cache checks and the
+//     second request).
+//
+// All count a job done when its completion is written.
+//
+// -variant name=SQL adds another side, taskq with SQL run on its database
 // after migrating (dropping an index, say), so that what a schema change
 // would buy is measured in the same run as the real schema and River.
 //
@@ -26,13 +35,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
@@ -91,7 +103,7 @@ func main() {
 	flag.IntVar(&cfg.batch, "batch", 1000, "taskq worker pool's claim batch")
 	flag.DurationVar(&cfg.timeout, "timeout", 5*time.Minute, "give up on a burn-down that takes longer")
 	flag.StringVar(&cfg.jsonPath, "json", "", "also write the results as JSON to this file")
-	queues := flag.String("queues", "river,taskq", "the queues to run, in the order of odd rounds")
+	queues := flag.String("queues", "river,river-work,taskq", "the queues to run, in the order of odd rounds")
 	cfg.variants = map[string]string{}
 	var variantOrder []string
 	flag.Func("variant", "`name=SQL`: also run taskq with SQL applied to its database after migrating,\n"+
@@ -112,8 +124,8 @@ func main() {
 	cfg.queues = append(strings.Split(*queues, ","), variantOrder...)
 	for _, q := range cfg.queues {
 		name, isVariant := strings.CutPrefix(q, "taskq+")
-		if _, known := cfg.variants[name]; q != "river" && q != "taskq" && !(isVariant && known) {
-			fmt.Fprintf(os.Stderr, "river-compare: unknown queue %q in -queues (want river, taskq, or taskq+name of a -variant)\n", q)
+		if _, known := cfg.variants[name]; q != "river" && q != "river-work" && q != "taskq" && !(isVariant && known) {
+			fmt.Fprintf(os.Stderr, "river-compare: unknown queue %q in -queues (want river, river-work, taskq, or taskq+name of a -variant)\n", q)
 			os.Exit(2)
 		}
 	}
@@ -144,9 +156,15 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("%d jobs per queue per round, %d rounds; PostgreSQL %s; %s/%s, %d CPUs, %s\n",
 		cfg.jobs, cfg.rounds, version, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version())
 	fmt.Printf("river: MaxWorkers %d, FetchCooldown 2ms, FetchPollInterval 20ms, no-op jobs\n", cfg.riverWorkers)
-	fmt.Printf("taskq: %d workers, claim batch %d, realistic task rows\n", cfg.workers, cfg.batch)
+	fmt.Printf("river-work: the same settings, page args, crawl.Simulator's fetch, its result kept with river.RecordOutput\n")
+	fmt.Printf("taskq: %d workers, claim batch %d, crawl.Simulator's fetch, its result in the task's row\n", cfg.workers, cfg.batch)
 	sides := map[string]func(context.Context, config, string) (burn, error){
-		"river": burnRiver,
+		"river": func(ctx context.Context, cfg config, dbURL string) (burn, error) {
+			return burnRiver(ctx, cfg, dbURL, false)
+		},
+		"river-work": func(ctx context.Context, cfg config, dbURL string) (burn, error) {
+			return burnRiver(ctx, cfg, dbURL, true)
+		},
 		"taskq": func(ctx context.Context, cfg config, dbURL string) (burn, error) {
 			return burnTaskq(ctx, cfg, dbURL, "")
 		},
@@ -207,9 +225,14 @@ func run(ctx context.Context, cfg config) error {
 		mean[queue] = sum / float64(cfg.rounds)
 		fmt.Printf("%-*s mean %7.0f jobs/s, best %7.0f\n", width, queue, mean[queue], best)
 	}
+	// Each queue against each River queue run: taskq against River doing
+	// the same work and against River's best case, and what the work costs
+	// River itself.
 	for _, queue := range cfg.queues {
-		if queue != "river" && mean["river"] > 0 {
-			fmt.Printf("%s/river %.2f (means)\n", queue, mean[queue]/mean["river"])
+		for _, base := range []string{"river-work", "river"} {
+			if queue != base && mean[base] > 0 && (base == "river" || !strings.HasPrefix(queue, "river")) {
+				fmt.Printf("%s/%s %.2f (means)\n", queue, base, mean[queue]/mean[base])
+			}
 		}
 	}
 	if cfg.jsonPath != "" {
@@ -222,9 +245,11 @@ func run(ctx context.Context, cfg config) error {
 	return nil
 }
 
-// burnRiver migrates River's schema, inserts cfg.jobs no-op jobs, and times
-// a River client working them until the last completion is reported.
-func burnRiver(ctx context.Context, cfg config, dbURL string) (burn, error) {
+// burnRiver migrates River's schema, inserts cfg.jobs jobs, and times a
+// River client working them until the last completion is reported. The jobs
+// are no-ops, or with work the pages taskq's side burns down, fetched by
+// pageWorker.
+func burnRiver(ctx context.Context, cfg config, dbURL string, work bool) (burn, error) {
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return burn{}, err
@@ -240,6 +265,7 @@ func burnRiver(ctx context.Context, cfg config, dbURL string) (burn, error) {
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, river.WorkFunc(func(context.Context, *river.Job[noopArgs]) error { return nil }))
+	river.AddWorker(workers, pageWorker{})
 	client, err := river.NewClient(driver, &river.Config{
 		FetchCooldown:     2 * time.Millisecond,
 		FetchPollInterval: 20 * time.Millisecond,
@@ -249,11 +275,22 @@ func burnRiver(ctx context.Context, cfg config, dbURL string) (burn, error) {
 	if err != nil {
 		return burn{}, err
 	}
+	// The application's job the pages belong to; a River user keeps it in a
+	// table of their own, as taskq does.
+	jobID := uuid.NewString()
 	params := make([]river.InsertManyParams, 0, 5000)
 	for from := 0; from < cfg.jobs; from += 5000 {
 		params = params[:0]
 		for i := from; i < min(cfg.jobs, from+5000); i++ {
-			params = append(params, river.InsertManyParams{Args: noopArgs{Num: i}})
+			var args river.JobArgs = noopArgs{Num: i}
+			if work {
+				// River's priority is 1 to 4, not a score: the pages go in
+				// in falling priority, so River's order (priority,
+				// scheduled_at, id) is the pages' order, as taskq's is.
+				p := benchPage(i, cfg.jobs)
+				args = pageArgs{JobID: jobID, PageID: int32(i + 1), Path: p.Path, Priority: p.Priority}
+			}
+			params = append(params, river.InsertManyParams{Args: args})
 		}
 		if _, err := client.InsertManyFast(ctx, params); err != nil {
 			return burn{}, fmt.Errorf("insert: %w", err)
@@ -296,7 +333,24 @@ func burnRiver(ctx context.Context, cfg config, dbURL string) (burn, error) {
 	}
 	elapsed := time.Since(start)
 	clientCPU, serverCPU, err := cpu.stop(ctx)
+	if err == nil && work {
+		err = checkRiverOutputs(ctx, pool, cfg.jobs)
+	}
 	return burn{elapsed, clientCPU, serverCPU}, err
+}
+
+// checkRiverOutputs makes sure every job completed with its fetch's result
+// recorded, so that the work counted was the work done.
+func checkRiverOutputs(ctx context.Context, pool *pgxpool.Pool, jobs int) error {
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM river_job
+		WHERE state = 'completed' AND (metadata->'output'->>'status_code')::int > 0`).Scan(&n); err != nil {
+		return err
+	}
+	if n != jobs {
+		return fmt.Errorf("%d of %d jobs completed with their output recorded", n, jobs)
+	}
+	return nil
 }
 
 type noopArgs struct {
@@ -305,9 +359,102 @@ type noopArgs struct {
 
 func (noopArgs) Kind() string { return "noop" }
 
+// pageArgs is a page to fetch, as a River user of this service would
+// enqueue it: the application's job, the page and its priority.
+type pageArgs struct {
+	JobID    string  `json:"job_id"`
+	PageID   int32   `json:"page_id"`
+	Path     string  `json:"path"`
+	Priority float64 `json:"priority"`
+}
+
+func (pageArgs) Kind() string { return "page" }
+
+// pageWorker fetches a page as taskq's side does (crawl.Simulator) and
+// keeps the result with river.RecordOutput, which River writes into the
+// job's metadata when it records the completion.
+type pageWorker struct {
+	river.WorkerDefaults[pageArgs]
+}
+
+func (pageWorker) Work(ctx context.Context, job *river.Job[pageArgs]) error {
+	res := crawl.Simulator{}.Result(tasks.Task{
+		ID: strconv.FormatInt(job.ID, 10), JobID: job.Args.JobID, PageID: job.Args.PageID,
+		Path: job.Args.Path, PriorityScore: job.Args.Priority, Attempt: int32(job.Attempt),
+	})
+	if res.Err != nil {
+		return res.Err
+	}
+	return river.RecordOutput(ctx, newFetchOutput(res))
+}
+
+// fetchOutput is a fetch's result as River's job keeps it: the columns
+// taskq writes into the task's row, under the same names and in the same
+// units (milliseconds); the second request's only after a cache miss.
+type fetchOutput struct {
+	StatusCode          int         `json:"status_code"`
+	ResponseTime        int64       `json:"response_time"`
+	CacheStatus         string      `json:"cache_status,omitempty"`
+	ContentType         string      `json:"content_type,omitempty"`
+	ContentLength       int64       `json:"content_length"`
+	Headers             http.Header `json:"headers,omitempty"`
+	RedirectURL         string      `json:"redirect_url,omitempty"`
+	DNSLookupTime       int64       `json:"dns_lookup_time"`
+	TCPConnectionTime   int64       `json:"tcp_connection_time"`
+	TLSHandshakeTime    int64       `json:"tls_handshake_time"`
+	TTFB                int64       `json:"ttfb"`
+	ContentTransferTime int64       `json:"content_transfer_time"`
+	*secondOutput
+	// The application's own JSON of the checks (tasks.CacheCheckAttempt's).
+	CacheCheckAttempts []tasks.CacheCheckAttempt `json:"cache_check_attempts,omitempty"`
+}
+
+// secondOutput is the second request's columns, embedded in fetchOutput
+// so that they sit beside the first's, as in the row, and are left out
+// when there was no second request (the row's are NULL).
+type secondOutput struct {
+	SecondResponseTime        int64       `json:"second_response_time"`
+	SecondCacheStatus         string      `json:"second_cache_status,omitempty"`
+	SecondContentLength       int64       `json:"second_content_length"`
+	SecondHeaders             http.Header `json:"second_headers,omitempty"`
+	SecondDNSLookupTime       int64       `json:"second_dns_lookup_time"`
+	SecondTCPConnectionTime   int64       `json:"second_tcp_connection_time"`
+	SecondTLSHandshakeTime    int64       `json:"second_tls_handshake_time"`
+	SecondTTFB                int64       `json:"second_ttfb"`
+	SecondContentTransferTime int64       `json:"second_content_transfer_time"`
+}
+
+func newFetchOutput(r tasks.Result) fetchOutput {
+	ms := time.Duration.Milliseconds
+	out := fetchOutput{
+		StatusCode: r.StatusCode, ResponseTime: ms(r.ResponseTime),
+		CacheStatus: r.CacheStatus, ContentType: r.ContentType,
+		ContentLength: r.ContentLength, Headers: r.Headers, RedirectURL: r.RedirectURL,
+		DNSLookupTime: ms(r.Timing.DNSLookup), TCPConnectionTime: ms(r.Timing.TCPConnection),
+		TLSHandshakeTime: ms(r.Timing.TLSHandshake), TTFB: ms(r.Timing.TTFB),
+		ContentTransferTime: ms(r.Timing.ContentTransfer),
+		CacheCheckAttempts:  r.CacheCheckAttempts,
+	}
+	if s := r.Second; s != nil {
+		out.secondOutput = &secondOutput{
+			SecondResponseTime: ms(s.ResponseTime), SecondCacheStatus: s.CacheStatus,
+			SecondContentLength: s.ContentLength, SecondHeaders: s.Headers,
+			SecondDNSLookupTime: ms(s.Timing.DNSLookup), SecondTCPConnectionTime: ms(s.Timing.TCPConnection),
+			SecondTLSHandshakeTime: ms(s.Timing.TLSHandshake), SecondTTFB: ms(s.Timing.TTFB),
+			SecondContentTransferTime: ms(s.Timing.ContentTransfer),
+		}
+	}
+	return out
+}
+
+// benchPage is page i of the n each side burns down, in falling priority.
+func benchPage(i, n int) tasks.Page {
+	return tasks.Page{Path: fmt.Sprintf("/section-%d/page-%d", i%50, i), Priority: 1 - float64(i)/float64(n)}
+}
+
 // burnTaskq migrates taskq's schema, runs variantSQL (if any), enqueues
-// cfg.jobs pages in one job, and times a worker pool with a no-op handler
-// until every task is completed.
+// cfg.jobs pages in one job, and times a worker pool fetching them with
+// crawl.Simulator until every task is completed.
 func burnTaskq(ctx context.Context, cfg config, dbURL, variantSQL string) (burn, error) {
 	if err := (migrate.Runner{URL: dbURL}).Up(ctx); err != nil {
 		return burn{}, fmt.Errorf("migrate: %w", err)
@@ -334,7 +481,7 @@ func burnTaskq(ctx context.Context, cfg config, dbURL, variantSQL string) (burn,
 	for from := 0; from < cfg.jobs; from += 5000 {
 		pages = pages[:0]
 		for i := from; i < min(cfg.jobs, from+5000); i++ {
-			pages = append(pages, tasks.Page{Path: fmt.Sprintf("/section-%d/page-%d", i%50, i), Priority: 1 - float64(i)/float64(cfg.jobs)})
+			pages = append(pages, benchPage(i, cfg.jobs))
 		}
 		if _, err := q.Enqueue(ctx, job.ID, pages); err != nil {
 			return burn{}, fmt.Errorf("enqueue: %w", err)
