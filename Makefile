@@ -52,7 +52,7 @@ bench: ## Queue benchmarks: claim/finish rates, generated vs raw pgx, claim late
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/tasks/
 
 .PHONY: bench-river
-bench-river: ## Burn down the same jobs through River and through taskq's worker pool, side by side
+bench-river: ## Burn down the same jobs through River (no-op, and doing taskq's work) and taskq's worker pool, side by side
 	scripts/test-deps postgres
 	cd bench/river && $(GO) run . $(ARGS)
 
