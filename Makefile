@@ -45,6 +45,7 @@ loadtest: ## The plan's load test on a local database: before vs after, side by 
 .PHONY: test
 test: test-deps verify lint ## Everything CI runs: set-up, generated code, lint, and every test against real PostgreSQL
 	$(GO) test -race -timeout 60m ./...
+	cd bench/river && $(GO) test -race -timeout 10m ./...
 
 .PHONY: bench
 bench: ## Queue benchmarks: claim/finish rates, generated vs raw pgx, claim latency by queue size
