@@ -28,6 +28,7 @@ lint: ## gofmt, go vet and go mod tidy must leave nothing to change
 	$(GO) mod tidy -diff
 	cd tools && $(GO) mod tidy -diff
 	cd bench/river && $(GO) vet ./... && $(GO) mod tidy -diff
+	cd examples/app && $(GO) vet ./... && $(GO) mod tidy -diff
 
 .PHONY: test-deps
 test-deps: ## Start the local PostgreSQL and install pgbouncer when missing (make test does this first)
@@ -50,7 +51,7 @@ test: test-deps verify lint ## Everything CI runs: set-up, generated code, lint,
 .PHONY: bench
 bench: ## Queue benchmarks: claim/finish rates, generated vs raw pgx, claim latency by queue size
 	scripts/test-deps postgres
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./internal/tasks/
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tasks/
 
 .PHONY: bench-river
 bench-river: ## Burn down the same jobs through River (no-op, and doing taskq's work) and taskq's worker pool, side by side

@@ -8,9 +8,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/blue-banded-bee/taskq/internal/crawl"
+	"github.com/blue-banded-bee/taskq/crawl"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // River's recorded output is the task row's result: taskq finishes tasks

@@ -20,11 +20,11 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/blue-banded-bee/taskq/internal/db"
-	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/internal/pgbouncertest"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/migrate"
+	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // outcome is what one command line did, as a script sees it.

@@ -15,14 +15,14 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/blue-banded-bee/taskq/internal/crawl"
-	"github.com/blue-banded-bee/taskq/internal/db"
+	"github.com/blue-banded-bee/taskq/crawl"
+	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/internal/loadtest"
 	"github.com/blue-banded-bee/taskq/internal/localpg"
-	"github.com/blue-banded-bee/taskq/internal/metrics"
-	"github.com/blue-banded-bee/taskq/internal/migrate"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
-	"github.com/blue-banded-bee/taskq/internal/worker"
+	"github.com/blue-banded-bee/taskq/metrics"
+	"github.com/blue-banded-bee/taskq/migrate"
+	"github.com/blue-banded-bee/taskq/tasks"
+	"github.com/blue-banded-bee/taskq/worker"
 )
 
 // maxWorkers bounds --workers: each worker is a goroutine with a pooled

@@ -26,7 +26,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/migrate"
 )
 
 const usage = `taskq runs, operates and measures the task queue.

@@ -19,8 +19,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/migrate"
 )
 
 // Versions the tests migrate to before running the script.
@@ -36,7 +36,7 @@ const (
 	versionBeforeTasksClaimIndex = "20251024000012"
 )
 
-// lockKey is the migration advisory lock of internal/migrate, which the
+// lockKey is the migration advisory lock of migrate, which the
 // script takes too. PostgreSQL shows a bigint key in pg_locks as classid (its
 // high 32 bits) and objid (its low 32 bits).
 const (
@@ -237,7 +237,7 @@ func TestUpRebuildsIndexLeftInvalid(t *testing.T) {
 	}
 }
 
-// TestGoRunnerAndScriptTakeTurns runs internal/migrate's Runner.Up and the
+// TestGoRunnerAndScriptTakeTurns runs migrate's Runner.Up and the
 // script on one database at once, each way round: whichever holds the
 // migration lock first (kept busy by a transaction on tasks, so the other
 // certainly finds it held), the other waits, and both succeed.

@@ -7,8 +7,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/migrate"
 )
 
 // apiRolePrivileges lists every privilege anon or authenticated holds, one

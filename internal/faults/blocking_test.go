@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // blocker is a session holding locks in an open transaction, so that the

@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/blue-banded-bee/taskq/internal/crawl"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/crawl"
+	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // crawlJob creates a job that follows links on domain and enqueues its

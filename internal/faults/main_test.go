@@ -23,10 +23,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/pgcluster"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/migrate"
+	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // binDir holds the worker binaries, built at most once per test run.

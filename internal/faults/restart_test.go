@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/blue-banded-bee/taskq/internal/crawl"
-	"github.com/blue-banded-bee/taskq/internal/db"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
-	"github.com/blue-banded-bee/taskq/internal/worker"
+	"github.com/blue-banded-bee/taskq/crawl"
+	"github.com/blue-banded-bee/taskq/db"
+	"github.com/blue-banded-bee/taskq/tasks"
+	"github.com/blue-banded-bee/taskq/worker"
 )
 
 // TestPostgresRestartUnderRunningWorkers restarts PostgreSQL ("pg_ctl

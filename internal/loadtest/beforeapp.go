@@ -13,8 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/blue-banded-bee/taskq/gen"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
-	"github.com/blue-banded-bee/taskq/internal/worker"
+	"github.com/blue-banded-bee/taskq/tasks"
+	"github.com/blue-banded-bee/taskq/worker"
 )
 
 // beforeAppSchema is what before-app adds to the base schema: the

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/blue-banded-bee/taskq/internal/gensql"
-	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/migrate"
 )
 
 // before-app, the application's claim and finish on the base schema, runs

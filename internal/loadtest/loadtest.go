@@ -53,13 +53,13 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/blue-banded-bee/taskq/crawl"
+	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/gen"
-	"github.com/blue-banded-bee/taskq/internal/crawl"
-	"github.com/blue-banded-bee/taskq/internal/db"
 	"github.com/blue-banded-bee/taskq/internal/localpg"
-	"github.com/blue-banded-bee/taskq/internal/migrate"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
-	"github.com/blue-banded-bee/taskq/internal/worker"
+	"github.com/blue-banded-bee/taskq/migrate"
+	"github.com/blue-banded-bee/taskq/tasks"
+	"github.com/blue-banded-bee/taskq/worker"
 )
 
 // Mode is one way of running the load.

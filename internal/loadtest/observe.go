@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/blue-banded-bee/taskq/gen"
-	"github.com/blue-banded-bee/taskq/internal/worker"
+	"github.com/blue-banded-bee/taskq/worker"
 )
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

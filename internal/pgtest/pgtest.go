@@ -25,8 +25,8 @@ import (
 	"github.com/peterldowns/pgtestdb"
 
 	"github.com/blue-banded-bee/taskq/internal/localpg"
-	"github.com/blue-banded-bee/taskq/internal/migrate"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/migrate"
+	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // EnvURL names the environment variable that points tests at a server.

@@ -13,7 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/peterldowns/pgtestdb"
 
-	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/migrate"
 )
 
 // supabaseShape builds the roles, schemas and privileges of a Supabase

@@ -15,9 +15,9 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/blue-banded-bee/taskq/internal/db"
+	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/internal/pgbouncertest"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
+	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // action is what a claimer does with a claimed task.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/blue-banded-bee/taskq/internal/migrate"
+	"github.com/blue-banded-bee/taskq/migrate"
 )
 
 // TestServiceRoleSeesEveryRow: service_role has BYPASSRLS, as on Supabase,

@@ -10,8 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/blue-banded-bee/taskq/internal/migrate"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/sql/checks"
 )
 

@@ -45,10 +45,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/blue-banded-bee/taskq/internal/crawl"
-	"github.com/blue-banded-bee/taskq/internal/db"
-	"github.com/blue-banded-bee/taskq/internal/tasks"
-	"github.com/blue-banded-bee/taskq/internal/worker"
+	"github.com/blue-banded-bee/taskq/crawl"
+	"github.com/blue-banded-bee/taskq/db"
+	"github.com/blue-banded-bee/taskq/tasks"
+	"github.com/blue-banded-bee/taskq/worker"
 )
 
 func main() {
