@@ -251,7 +251,8 @@ SELECT
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
     p.skipped_tasks AS done_skipped,
-    p.running_tasks AS running_tasks
+    p.running_tasks AS running_tasks,
+    job_percent_done(p.total_tasks, p.completed_tasks + p.failed_tasks + p.skipped_tasks) AS percent_done
 FROM jobs j
 JOIN domains d ON d.id = j.domain_id
 JOIN job_progress p ON p.job_id = j.id
@@ -266,6 +267,7 @@ type JobProgressGetRow struct {
 	DoneFailed    int32
 	DoneSkipped   int32
 	RunningTasks  int32
+	PercentDone   float32
 }
 
 // A job with its domain's name and its exact progress (the jobs row's
@@ -300,6 +302,7 @@ func (q *Queries) JobProgressGet(ctx context.Context, db DBTX, id string) (JobPr
 		&i.DoneFailed,
 		&i.DoneSkipped,
 		&i.RunningTasks,
+		&i.PercentDone,
 	)
 	return i, err
 }
@@ -312,7 +315,8 @@ SELECT
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
     p.skipped_tasks AS done_skipped,
-    p.running_tasks AS running_tasks
+    p.running_tasks AS running_tasks,
+    job_percent_done(p.total_tasks, p.completed_tasks + p.failed_tasks + p.skipped_tasks) AS percent_done
 FROM jobs j
 JOIN domains d ON d.id = j.domain_id
 JOIN job_progress p ON p.job_id = j.id
@@ -335,6 +339,7 @@ type JobProgressListRow struct {
 	DoneFailed    int32
 	DoneSkipped   int32
 	RunningTasks  int32
+	PercentDone   float32
 }
 
 // Jobs newest first, as JobProgressGet returns them, for an operator's
@@ -375,6 +380,7 @@ func (q *Queries) JobProgressList(ctx context.Context, db DBTX, arg JobProgressL
 			&i.DoneFailed,
 			&i.DoneSkipped,
 			&i.RunningTasks,
+			&i.PercentDone,
 		); err != nil {
 			return nil, err
 		}
@@ -731,7 +737,7 @@ started AS (
     RETURNING j.status
 ),
 notified AS (
-    SELECT pg_notify('taskq_tasks', job.id)
+    SELECT pg_notify($7::text, job.id)
     FROM job, added a
     WHERE a.pending > 0
 )
@@ -760,6 +766,7 @@ type TaskEnqueueParams struct {
 	Priorities []float64
 	SourceType *string
 	SourceUrl  *string
+	Channel    string
 }
 
 type TaskEnqueueRow struct {
@@ -800,6 +807,7 @@ func (q *Queries) TaskEnqueue(ctx context.Context, db DBTX, arg TaskEnqueueParam
 		arg.Priorities,
 		arg.SourceType,
 		arg.SourceUrl,
+		arg.Channel,
 	)
 	var i TaskEnqueueRow
 	err := row.Scan(

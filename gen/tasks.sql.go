@@ -13,11 +13,8 @@ import (
 
 const taskClaim = `-- name: TaskClaim :many
 WITH shard AS (
-    -- The checks are correlated scalar subqueries so that each one is an
-    -- index probe per shard (jobs_pkey; idx_tasks_claim, chosen for its
-    -- order) whatever the table statistics say: a semi-join here once
-    -- planned a sequential scan of tasks, which slows as finished tasks pile
-    -- up.
+    -- Correlated scalar subqueries: an index probe per shard whatever the
+    -- statistics say.
     SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free
     FROM job_shards s
     -- Read without a lock: releases only grow, so a stale value can only
@@ -27,163 +24,7 @@ WITH shard AS (
     -- an in-memory lock attempt (no WAL), before the probes below run: the
     -- planner orders quals by cost. Released at commit. Exactness does not
     -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
-    WHERE pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
-      AND s.claims - r.releases < s.capacity
-      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-      AND (
-          SELECT true
-          FROM tasks t
-          WHERE t.job_id = s.job_id COLLATE "C"
-            AND t.shard = s.shard
-            AND t.status = 'pending'
-            AND t.run_after <= coalesce($1::timestamptz, now())
-          ORDER BY t.priority_score DESC, t.created_at
-          LIMIT 1
-      )
-    LIMIT 1
-    FOR NO KEY UPDATE OF s SKIP LOCKED
-),
-picked AS (
-    SELECT c.id
-    FROM shard
-    CROSS JOIN LATERAL (
-        SELECT t.id
-        FROM tasks t
-        WHERE t.job_id = shard.job_id COLLATE "C"
-          AND t.shard = shard.shard
-          AND t.status = 'pending'
-          AND t.run_after <= coalesce($1::timestamptz, now())
-        ORDER BY t.priority_score DESC, t.created_at
-        LIMIT least(shard.free, $2::integer)
-        FOR NO KEY UPDATE OF t SKIP LOCKED
-    ) c
-),
-claimed AS (
-    UPDATE tasks t
-    SET status = 'running',
-        started_at = coalesce($1::timestamptz, now()),
-        claimed_by = $3::text,
-        attempt = t.attempt + 1,
-        lease_expires_at = coalesce($1::timestamptz, now())
-                           + $4::bigint * interval '1 millisecond'
-    -- An array, not a join, so tasks cannot be put on the outer side.
-    WHERE t.id = ANY (ARRAY(SELECT id FROM picked))
-    RETURNING t.id, t.job_id, t.page_id, t.path, t.priority_score, t.retry_count, t.attempt,
-              t.created_at, t.started_at, t.lease_expires_at, t.source_type, t.source_url
-),
-occupied AS (
-    UPDATE job_shards s
-    SET claims = s.claims + (SELECT count(*) FROM claimed)
-    FROM shard
-    WHERE s.job_id = shard.job_id AND s.shard = shard.shard
-    RETURNING s.job_id
-)
-SELECT
-    claimed.id,
-    claimed.job_id,
-    claimed.page_id,
-    claimed.path,
-    claimed.priority_score,
-    claimed.retry_count,
-    claimed.attempt,
-    claimed.created_at,
-    claimed.started_at::timestamptz AS started_at,
-    claimed.lease_expires_at::timestamptz AS lease_expires_at,
-    claimed.source_type,
-    claimed.source_url
-FROM claimed
-ORDER BY claimed.priority_score DESC, claimed.created_at
-`
-
-type TaskClaimParams struct {
-	Now      *time.Time
-	MaxTasks int32
-	WorkerID string
-	LeaseMs  int64
-}
-
-type TaskClaimRow struct {
-	ID             string
-	JobID          string
-	PageID         int32
-	Path           string
-	PriorityScore  float64
-	RetryCount     int32
-	Attempt        int32
-	CreatedAt      time.Time
-	StartedAt      time.Time
-	LeaseExpiresAt time.Time
-	SourceType     *string
-	SourceUrl      *string
-}
-
-// Claims up to max_tasks of the best pending tasks of a running job. A claim
-// locks one free job shard with SKIP LOCKED and takes that shard's best tasks
-// (idx_tasks_claim: job_id, shard, priority_score DESC, created_at, partial on
-// pending; job_id is compared in "C", the index's collation, so that no other
-// index can serve the claim: DATABASE.md, "Plans that do not wait for ANALYZE"), so concurrent claimers hold different shards and never scan or
-// lock each other's tasks. The jobs row is only read: locking it would
-// serialise every claimer of the job. The shard's claims count moves in the
-// same statement, so claims - releases <= capacity holds at every commit.
-// One shard per statement keeps the plan small (its set-up dominates a
-// one-task claim); a shard's capacity is concurrency / shards, so a batch
-// still fills from a large job. "now" is a parameter (default: the server's
-// clock) so tests can move time.
-func (q *Queries) TaskClaim(ctx context.Context, db DBTX, arg TaskClaimParams) ([]TaskClaimRow, error) {
-	rows, err := db.Query(ctx, taskClaim,
-		arg.Now,
-		arg.MaxTasks,
-		arg.WorkerID,
-		arg.LeaseMs,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var items []TaskClaimRow
-	for rows.Next() {
-		var i TaskClaimRow
-		if err := rows.Scan(
-			&i.ID,
-			&i.JobID,
-			&i.PageID,
-			&i.Path,
-			&i.PriorityScore,
-			&i.RetryCount,
-			&i.Attempt,
-			&i.CreatedAt,
-			&i.StartedAt,
-			&i.LeaseExpiresAt,
-			&i.SourceType,
-			&i.SourceUrl,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
-const taskClaimJob = `-- name: TaskClaimJob :many
-WITH shard AS (
-    -- The checks are correlated scalar subqueries so that each one is an
-    -- index probe per shard (jobs_pkey; idx_tasks_claim, chosen for its
-    -- order) whatever the table statistics say: a semi-join here once
-    -- planned a sequential scan of tasks, which slows as finished tasks pile
-    -- up.
-    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free
-    FROM job_shards s
-    -- Read without a lock: releases only grow, so a stale value can only
-    -- make this claim take less, never exceed the capacity.
-    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
-    -- A shard another claimer is working on is passed over for the cost of
-    -- an in-memory lock attempt (no WAL), before the probes below run: the
-    -- planner orders quals by cost. Released at commit. Exactness does not
-    -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
-    WHERE s.job_id = $1::text
+    WHERE ($1::text IS NULL OR s.job_id = $1::text)
       AND pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
       AND s.claims - r.releases < s.capacity
       AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
@@ -252,15 +93,15 @@ FROM claimed
 ORDER BY claimed.priority_score DESC, claimed.created_at
 `
 
-type TaskClaimJobParams struct {
-	JobID    string
+type TaskClaimParams struct {
+	JobID    *string
 	Now      *time.Time
 	MaxTasks int32
 	WorkerID string
 	LeaseMs  int64
 }
 
-type TaskClaimJobRow struct {
+type TaskClaimRow struct {
 	ID             string
 	JobID          string
 	PageID         int32
@@ -275,12 +116,22 @@ type TaskClaimJobRow struct {
 	SourceUrl      *string
 }
 
-// TaskClaim limited to one job, for the application's GetNextTask(ctx, jobID):
-// the same statement but for the job_id condition, so it still locks one free
-// shard of the job with SKIP LOCKED (reached through job_shards_pkey) and
-// keeps the job's concurrency exact; see TaskClaim for the rest.
-func (q *Queries) TaskClaimJob(ctx context.Context, db DBTX, arg TaskClaimJobParams) ([]TaskClaimJobRow, error) {
-	rows, err := db.Query(ctx, taskClaimJob,
+// Claims up to max_tasks of the best pending tasks of a running job: of
+// job_id, or of any job when job_id is NULL (the application's
+// GetNextTask(ctx, jobID)). A claim locks one free job shard with SKIP LOCKED
+// and takes that shard's best tasks (idx_tasks_claim; job_id compared in "C",
+// the index's collation, so that no other index can serve it), so concurrent
+// claimers hold different shards and never scan or lock each other's tasks.
+// The jobs row is only read: locking it would serialise every claimer of the
+// job. The shard's claims count moves in the same statement, so
+// claims - releases <= capacity holds at every commit. One shard per
+// statement keeps the plan small; a shard's capacity is concurrency / shards,
+// so a batch still fills from a large job. "now" is a parameter (default: the
+// server's clock) so tests can move time. DATABASE.md ("The job_shards /
+// job_tallies design", "Plans that do not wait for ANALYZE") says why each
+// probe is written so.
+func (q *Queries) TaskClaim(ctx context.Context, db DBTX, arg TaskClaimParams) ([]TaskClaimRow, error) {
+	rows, err := db.Query(ctx, taskClaim,
 		arg.JobID,
 		arg.Now,
 		arg.MaxTasks,
@@ -291,9 +142,9 @@ func (q *Queries) TaskClaimJob(ctx context.Context, db DBTX, arg TaskClaimJobPar
 		return nil, err
 	}
 	defer rows.Close()
-	var items []TaskClaimJobRow
+	var items []TaskClaimRow
 	for rows.Next() {
-		var i TaskClaimJobRow
+		var i TaskClaimRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.JobID,
@@ -323,37 +174,7 @@ SELECT EXISTS (
     SELECT 1
     FROM job_shards s
     JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
-    WHERE s.claims - r.releases < s.capacity
-      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-      AND (
-          SELECT true
-          FROM tasks t
-          WHERE t.job_id = s.job_id COLLATE "C"
-            AND t.shard = s.shard
-            AND t.status = 'pending'
-            AND t.run_after <= coalesce($1::timestamptz, now())
-          ORDER BY t.priority_score DESC, t.created_at
-          LIMIT 1
-      )
-) AS claimable
-`
-
-// Whether a claim could find work right now: used when a claim returned
-// nothing only because every free shard was locked by another claimer at that
-// instant. Reads job_shards_pkey and idx_tasks_claim; locks nothing.
-func (q *Queries) TaskClaimableExists(ctx context.Context, db DBTX, now *time.Time) (bool, error) {
-	row := db.QueryRow(ctx, taskClaimableExists, now)
-	var claimable bool
-	err := row.Scan(&claimable)
-	return claimable, err
-}
-
-const taskClaimableExistsJob = `-- name: TaskClaimableExistsJob :one
-SELECT EXISTS (
-    SELECT 1
-    FROM job_shards s
-    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
-    WHERE s.job_id = $1::text
+    WHERE ($1::text IS NULL OR s.job_id = $1::text)
       AND s.claims - r.releases < s.capacity
       AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
       AND (
@@ -369,14 +190,17 @@ SELECT EXISTS (
 ) AS claimable
 `
 
-type TaskClaimableExistsJobParams struct {
-	JobID string
+type TaskClaimableExistsParams struct {
+	JobID *string
 	Now   *time.Time
 }
 
-// TaskClaimableExists limited to one job (TaskClaimJob's retry test).
-func (q *Queries) TaskClaimableExistsJob(ctx context.Context, db DBTX, arg TaskClaimableExistsJobParams) (bool, error) {
-	row := db.QueryRow(ctx, taskClaimableExistsJob, arg.JobID, arg.Now)
+// Whether a claim could find work right now: used when a claim returned
+// nothing only because every free shard was locked by another claimer at that
+// instant; job_id as in TaskClaim. Reads job_shards_pkey and
+// idx_tasks_claim; locks nothing.
+func (q *Queries) TaskClaimableExists(ctx context.Context, db DBTX, arg TaskClaimableExistsParams) (bool, error) {
+	row := db.QueryRow(ctx, taskClaimableExists, arg.JobID, arg.Now)
 	var claimable bool
 	err := row.Scan(&claimable)
 	return claimable, err
@@ -902,7 +726,8 @@ WITH expired AS (
         t.job_id,
         t.shard,
         t.claimed_by,
-        t.retry_count < j.max_retries AND j.status IN ('pending', 'running', 'paused') AS retry
+        -- An expired lease is a retryable failure.
+        task_should_retry(true, t.retry_count, j.max_retries, j.status) AS retry
     FROM job_shards s
     JOIN jobs j ON j.id = s.job_id
     CROSS JOIN LATERAL (

@@ -73,10 +73,16 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 	if err := checkBatch("n", n); err != nil {
 		return nil, err
 	}
+	var job *string // any job
+	if jobID != "" {
+		job = &jobID
+	}
 	var out []Task
 	err := q.run(ctx, func(db gen.DBTX) error {
 		for attempt := 0; ; attempt++ {
-			rows, err := q.claimRound(ctx, db, workerID, jobID, n)
+			rows, err := q.q.TaskClaim(ctx, db, gen.TaskClaimParams{
+				JobID: job, Now: q.now(), MaxTasks: int32(n), WorkerID: workerID, LeaseMs: q.cfg.Lease.Milliseconds(),
+			})
 			if err != nil {
 				return fmt.Errorf("claim %d tasks for %s: %w", n, workerID, err)
 			}
@@ -87,12 +93,7 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 			// Nothing claimed: either nothing is claimable, or every free
 			// shard was locked by another claimer at that instant. Only the
 			// second is worth an immediate retry.
-			var claimable bool
-			if jobID == "" {
-				claimable, err = q.q.TaskClaimableExists(ctx, db, q.now())
-			} else {
-				claimable, err = q.q.TaskClaimableExistsJob(ctx, db, gen.TaskClaimableExistsJobParams{JobID: jobID, Now: q.now()})
-			}
+			claimable, err := q.q.TaskClaimableExists(ctx, db, gen.TaskClaimableExistsParams{JobID: job, Now: q.now()})
 			if err != nil {
 				return fmt.Errorf("claim %d tasks for %s: %w", n, workerID, err)
 			}
@@ -109,23 +110,6 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 			}
 		}
 	})
-	return out, err
-}
-
-// claimRound is one claim statement: TaskClaim, or TaskClaimJob for a job.
-func (q *Queue) claimRound(ctx context.Context, db gen.DBTX, workerID, jobID string, n int) ([]gen.TaskClaimRow, error) {
-	if jobID == "" {
-		return q.q.TaskClaim(ctx, db, gen.TaskClaimParams{
-			Now: q.now(), MaxTasks: int32(n), WorkerID: workerID, LeaseMs: q.cfg.Lease.Milliseconds(),
-		})
-	}
-	rows, err := q.q.TaskClaimJob(ctx, db, gen.TaskClaimJobParams{
-		JobID: jobID, Now: q.now(), MaxTasks: int32(n), WorkerID: workerID, LeaseMs: q.cfg.Lease.Milliseconds(),
-	})
-	out := make([]gen.TaskClaimRow, len(rows))
-	for i, r := range rows {
-		out[i] = gen.TaskClaimRow(r)
-	}
 	return out, err
 }
 

@@ -131,6 +131,11 @@ func literal(t *testing.T, a any) string {
 		return quote(fmt.Sprint(v))
 	case string:
 		return quote(v)
+	case *string:
+		if v == nil {
+			return "NULL"
+		}
+		return quote(*v)
 	case []string:
 		items := make([]string, len(v))
 		for i, s := range v {
@@ -190,6 +195,9 @@ func seedLargeQueue(t *testing.T, pool *pgxpool.Pool, n int) {
 // liveJob is a running job in every seeded state, whose pages /p1... are
 // queued.
 const liveJob = "0d9c3bde-5b7e-4c41-9a8e-6f1b2a3c4d51"
+
+// anyJob is the claim's job_id for "any job".
+var anyJob *string
 
 // seedHistory adds three completed jobs whose 1.5 n completed tasks are
 // history.
@@ -373,13 +381,13 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		hashesIn string
 	}{
 		// A claim probes at most every shard once, then takes its batch.
-		{"TaskClaim", []any{&now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
-		{"TaskClaim", []any{&now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
-		{"TaskClaimableExists", []any{&now}, "idx_tasks_claim", 32, false, ""},
+		{"TaskClaim", []any{anyJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
+		{"TaskClaim", []any{anyJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
+		{"TaskClaimableExists", []any{anyJob, &now}, "idx_tasks_claim", 32, false, ""},
 		// The application's GetNextTask(ctx, jobID): one job's shards only.
-		{"TaskClaimJob", []any{liveJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
-		{"TaskClaimJob", []any{liveJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
-		{"TaskClaimableExistsJob", []any{liveJob, &now}, "idx_tasks_claim", 32, false, ""},
+		{"TaskClaim", []any{liveJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
+		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
+		{"TaskClaimableExists", []any{liveJob, &now}, "idx_tasks_claim", 32, false, ""},
 		{"TaskFinishMany", []any{one, one, []int32{1}, []bool{false}, []bool{false}, []int32{200}, []int32{5},
 			one, one, []int64{1}, [][]byte{[]byte("{}")}, one,
 			one, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
@@ -395,7 +403,7 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"JobFinishDrained", []any{&now, one}, "idx_tasks_job_id_status", 32, false, ""},
 		// A page's links: 20 the job has, 10 it has not.
 		{"PageUpsertMany", []any{links, liveJob}, "pages_domain_id_path_key", 30, false, ""},
-		{"TaskEnqueue", []any{liveJob, int32(0), links, linkPriorities, "link", "https://example.com/"}, "pages_domain_id_path_key", 30, false,
+		{"TaskEnqueue", []any{liveJob, int32(0), links, linkPriorities, "link", "https://example.com/", tasks.NotifyChannel}, "pages_domain_id_path_key", 30, false,
 			"just filled, analyzed while it held only deleted rows"},
 		{"QueueDepth", nil, "idx_tasks_job_id_status", 0, true, ""},
 		{"TaskThroughputPerMinute", []any{int32(900)}, "idx_tasks_job_id_status", 0, false, ""},
@@ -559,7 +567,7 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 		query string
 		args  []any
 	}{
-		{"TaskClaim", []any{&now, int32(n), "w2", int64(60000)}},
+		{"TaskClaim", []any{anyJob, &now, int32(n), "w2", int64(60000)}},
 		{"TaskFinishMany", []any{ids, workers, attempts, falses, falses, codes, codes,
 			texts, texts, lengths, headers, texts,
 			// The fetch's redirect and timing, the second request, the checks.

@@ -262,7 +262,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 			// Start: where this round's search for a free slot begins, so that
 			// concurrent enqueues spread over the slots.
 			JobID: jobID, Start: rand.Int32N(1 << 30), Paths: paths, Priorities: priorities,
-			SourceType: nullIfEmpty(src.Type), SourceUrl: nullIfEmpty(src.URL),
+			SourceType: nullIfEmpty(src.Type), SourceUrl: nullIfEmpty(src.URL), Channel: NotifyChannel,
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return EnqueueResult{}, ErrJobNotFound
@@ -390,9 +390,7 @@ func jobWithProgress(r gen.JobProgressListRow) Job {
 		Running:   int(r.RunningTasks),
 	}
 	p.Pending = p.Total - p.Completed - p.Failed - p.Skipped - p.Running
-	if p.Total > 0 {
-		p.Percent = 100 * float64(p.Completed+p.Failed+p.Skipped) / float64(p.Total)
-	}
+	p.Percent = float64(r.PercentDone) // job_percent_done, the formula's one home
 	j := r.Job
 	return Job{
 		ID:             j.ID,

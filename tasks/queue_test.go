@@ -128,7 +128,7 @@ func TestClaimTakesBestTaskAndCompleteRecordsResult(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantProgress := tasks.Progress{Total: 3, Completed: 1, Pending: 2, Percent: 100.0 / 3}
-	if diff := cmp.Diff(wantProgress, got.Progress, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+	if diff := cmp.Diff(wantProgress, got.Progress, approxPercent); diff != "" {
 		t.Fatalf("progress (-want +got):\n%s", diff)
 	}
 	// A second completion of the same claim is refused and changes nothing.

@@ -160,7 +160,7 @@ started AS (
 ),
 -- Delivered at commit; one notification per batch, not per task.
 notified AS (
-    SELECT pg_notify('taskq_tasks', job.id)
+    SELECT pg_notify(sqlc.arg(channel)::text, job.id)
     FROM job, added a
     WHERE a.pending > 0
 )
@@ -194,7 +194,8 @@ SELECT
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
     p.skipped_tasks AS done_skipped,
-    p.running_tasks AS running_tasks
+    p.running_tasks AS running_tasks,
+    job_percent_done(p.total_tasks, p.completed_tasks + p.failed_tasks + p.skipped_tasks) AS percent_done
 FROM jobs j
 JOIN domains d ON d.id = j.domain_id
 JOIN job_progress p ON p.job_id = j.id
@@ -212,7 +213,8 @@ SELECT
     p.completed_tasks AS done_completed,
     p.failed_tasks AS done_failed,
     p.skipped_tasks AS done_skipped,
-    p.running_tasks AS running_tasks
+    p.running_tasks AS running_tasks,
+    job_percent_done(p.total_tasks, p.completed_tasks + p.failed_tasks + p.skipped_tasks) AS percent_done
 FROM jobs j
 JOIN domains d ON d.id = j.domain_id
 JOIN job_progress p ON p.job_id = j.id
