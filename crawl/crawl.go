@@ -32,7 +32,7 @@ import (
 // When the CDN did not have the page (a MISS or EXPIRED cache status), the
 // fetch has just warmed it: Fetcher checks the cache status again (HEAD
 // requests, CacheChecks at most, until it no longer reports a miss) and then
-// requests the page a second time, recording that request in Result.Second,
+// requests the page a second time, recording that request in TaskResult.Second,
 // as the application does. For a job that follows links (find_links), it
 // also returns the page's links to the same domain with the result (see
 // Links). It implements worker.Handler.
@@ -106,10 +106,10 @@ const UserAgent = "taskq-cache-warmer/1.0"
 const MaxLinkBody = 5 << 20
 
 // Handle fetches the task's page.
-func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.Result {
+func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult {
 	site, err := f.Domains.Job(ctx, t.JobID)
 	if err != nil {
-		return tasks.Result{Err: err}
+		return tasks.TaskResult{Err: err}
 	}
 	scheme := f.Scheme
 	if scheme == "" {
@@ -125,15 +125,15 @@ func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 	target := scheme + "://" + site.Domain + t.Path
 	req, err := newRequest(ctx, http.MethodGet, target)
 	if err != nil {
-		return tasks.Result{Err: err, Permanent: true}
+		return tasks.TaskResult{Err: err, Permanent: true}
 	}
 	first, err := fetch(client, req, func(resp *http.Response) bool {
 		return site.FindLinks && resp.StatusCode < 300 && isHTML(resp.Header.Get("Content-Type"))
 	})
 	if err != nil {
-		return tasks.Result{Err: err}
+		return tasks.TaskResult{Err: err}
 	}
-	res := tasks.Result{
+	res := tasks.TaskResult{
 		StatusCode:    first.status,
 		ResponseTime:  first.total,
 		CacheStatus:   cacheStatus(first.header),
@@ -172,7 +172,7 @@ func Missed(cacheStatus string) bool {
 // miss, then requests the page again, recording both in res. A second
 // request that fails, or a ctx that ends, leaves the first request's result
 // as it is: the page was fetched, which is what the task is for.
-func (f *Fetcher) confirmWarmed(ctx context.Context, client *http.Client, target string, res *tasks.Result) {
+func (f *Fetcher) confirmWarmed(ctx context.Context, client *http.Client, target string, res *tasks.TaskResult) {
 	checks, delay := f.CacheChecks, f.CacheCheckDelay
 	if checks == 0 {
 		checks = 3
@@ -494,13 +494,13 @@ type Simulator struct {
 }
 
 // Handle simulates fetching the task's page.
-func (s Simulator) Handle(ctx context.Context, t tasks.Task) tasks.Result {
+func (s Simulator) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult {
 	if s.Delay > 0 {
 		timer := time.NewTimer(s.Delay)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return tasks.Result{Err: ctx.Err()}
+			return tasks.TaskResult{Err: ctx.Err()}
 		case <-timer.C:
 		}
 	}
@@ -509,12 +509,12 @@ func (s Simulator) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 
 // Result is the result Handle returns for t, at once: what the queue's
 // benchmarks write, so that they measure the row the service writes.
-func (s Simulator) Result(t tasks.Task) tasks.Result {
+func (s Simulator) Result(t tasks.Task) tasks.TaskResult {
 	h := fnv.New64a()
 	h.Write([]byte(t.ID))
 	x := h.Sum64()
 	if s.FailEvery > 0 && x%uint64(s.FailEvery) == 0 {
-		return tasks.Result{Err: fmt.Errorf("simulated fetch of %s: timeout awaiting response headers", t.Path)}
+		return tasks.TaskResult{Err: fmt.Errorf("simulated fetch of %s: timeout awaiting response headers", t.Path)}
 	}
 	status := 200
 	switch x % 100 {
@@ -535,7 +535,7 @@ func (s Simulator) Result(t tasks.Task) tasks.Result {
 		}
 	}
 	total := s.Delay + time.Duration(x%40)*time.Millisecond
-	res := tasks.Result{
+	res := tasks.TaskResult{
 		Links:         links,
 		StatusCode:    status,
 		ResponseTime:  total,

@@ -61,11 +61,11 @@ func TestFetcherFindsLinks(t *testing.T) {
 
 	pool := pgtest.New(t)
 	q := tasks.New(pool, tasks.Config{})
-	follow, err := q.CreateJob(ctx, tasks.JobSpec{Domain: host, FindLinks: true})
+	follow, err := q.CreateJob(ctx, tasks.JobOptions{Domain: host, FindLinks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fixed, err := q.CreateJob(ctx, tasks.JobSpec{Domain: host})
+	fixed, err := q.CreateJob(ctx, tasks.JobOptions{Domain: host})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestFetcherConfirmsTheCacheWarmed(t *testing.T) {
 
 	pool := pgtest.New(t)
 	q := tasks.New(pool, tasks.Config{})
-	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: host})
+	job, err := q.CreateJob(ctx, tasks.JobOptions{Domain: host})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestSimulatorFillsTheRow(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.New(t)
 	q := tasks.New(pool, tasks.Config{})
-	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: "sim.example", Concurrency: 200})
+	job, err := q.CreateJob(ctx, tasks.JobOptions{Domain: "sim.example", Concurrency: 200})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,12 +26,12 @@ import (
 // and Page are the application's own shapes (queue.go); the plan's calls
 // below take the queue's claim, tasks.Task, under its own name.
 type (
-	TaskResult        = tasks.Result
+	TaskResult        = tasks.TaskResult
 	Timing            = tasks.Timing
 	SecondRequest     = tasks.SecondRequest
 	CacheCheckAttempt = tasks.CacheCheckAttempt
 	Job               = tasks.Job
-	JobOptions        = tasks.JobSpec
+	JobOptions        = tasks.JobOptions
 	EnqueueResult     = tasks.EnqueueResult
 	Progress          = tasks.Progress
 	JobFilter         = tasks.JobFilter

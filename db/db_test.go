@@ -105,7 +105,7 @@ func TestClaimCompleteFailRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != tasks.JobRunning {
+	if got.Status != tasks.JobStatusRunning {
 		t.Errorf("job status %s, want running", got.Status)
 	}
 	if diff := cmp.Diff(db.Progress{Total: 2, Completed: 1, Pending: 1, Percent: 50}, got.Progress); diff != "" {
@@ -135,9 +135,9 @@ func TestClaimCompleteFailRoundTrip(t *testing.T) {
 	}
 	ptr32, ptr64, str := func(v int32) *int32 { return &v }, func(v int64) *int64 { return &v }, func(v string) *string { return &v }
 	wantStored := []stored{
-		{Path: "/", Status: tasks.TaskCompleted, StatusCode: ptr32(200), ResponseTime: ptr32(85), CacheStatus: str("MISS"),
+		{Path: "/", Status: tasks.TaskStatusCompleted, StatusCode: ptr32(200), ResponseTime: ptr32(85), CacheStatus: str("MISS"),
 			ContentType: str("text/html"), ContentLength: ptr64(2048)},
-		{Path: "/about", Status: tasks.TaskPending, Error: str("HTTP 503"), RetryCount: 1},
+		{Path: "/about", Status: tasks.TaskStatusPending, Error: str("HTTP 503"), RetryCount: 1},
 	}
 	if diff := cmp.Diff(wantStored, tasksStored); diff != "" {
 		t.Fatalf("stored tasks (-want +got):\n%s", diff)

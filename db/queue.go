@@ -78,13 +78,14 @@ type Page struct {
 	Priority float64
 }
 
-// Task statuses UpdateTaskStatus writes.
+// Task statuses UpdateTaskStatus writes: the queue's, as the strings
+// the application's Task carries.
 const (
-	TaskStatusPending   = "pending"
-	TaskStatusRunning   = "running"
-	TaskStatusCompleted = "completed"
-	TaskStatusFailed    = "failed"
-	TaskStatusSkipped   = "skipped"
+	TaskStatusPending   = string(tasks.TaskStatusPending)
+	TaskStatusRunning   = string(tasks.TaskStatusRunning)
+	TaskStatusCompleted = string(tasks.TaskStatusCompleted)
+	TaskStatusFailed    = string(tasks.TaskStatusFailed)
+	TaskStatusSkipped   = string(tasks.TaskStatusSkipped)
 )
 
 // DbQueue is the application's queue (its db.DbQueue) on the task
@@ -231,7 +232,7 @@ func (q *DbQueue) UpdateTaskStatus(ctx context.Context, task *Task) error {
 		if cause == "" {
 			cause = "failed"
 		}
-		return q.finisher.finish(ctx, tasks.Outcome{Task: held, Result: tasks.Result{
+		return q.finisher.finish(ctx, tasks.Outcome{Task: held, Result: tasks.TaskResult{
 			Err: errors.New(cause), Permanent: task.Status == TaskStatusFailed,
 		}})
 	case TaskStatusSkipped:
@@ -242,8 +243,8 @@ func (q *DbQueue) UpdateTaskStatus(ctx context.Context, task *Task) error {
 }
 
 // result is the task's result fields as the queue takes them.
-func (t *Task) result() (tasks.Result, error) {
-	r := tasks.Result{
+func (t *Task) result() (tasks.TaskResult, error) {
+	r := tasks.TaskResult{
 		StatusCode:    t.StatusCode,
 		ResponseTime:  msDuration(t.ResponseTime),
 		CacheStatus:   t.CacheStatus,

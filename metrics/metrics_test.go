@@ -37,7 +37,7 @@ func setup(t *testing.T) fixture {
 	return fixture{url: url, queue: tasks.New(pgtest.Pool(t, url, 16), tasks.Config{BackoffBase: time.Millisecond})}
 }
 
-func (f fixture) job(t *testing.T, spec tasks.JobSpec, paths ...string) string {
+func (f fixture) job(t *testing.T, spec tasks.JobOptions, paths ...string) string {
 	t.Helper()
 	ctx := context.Background()
 	spec.Domain = "example.com"
@@ -86,11 +86,11 @@ func pages(n int) []string {
 }
 
 // failing fails every tenth page, every time it runs.
-func failing(_ context.Context, t tasks.Task) tasks.Result {
+func failing(_ context.Context, t tasks.Task) tasks.TaskResult {
 	if strings.HasSuffix(t.Path, "0") {
-		return tasks.Result{StatusCode: 500, Err: fmt.Errorf("server error")}
+		return tasks.TaskResult{StatusCode: 500, Err: fmt.Errorf("server error")}
 	}
-	return tasks.Result{StatusCode: 200, ContentType: "text/html"}
+	return tasks.TaskResult{StatusCode: 200, ContentType: "text/html"}
 }
 
 func listen(t *testing.T, g prometheus.Gatherer) string {
@@ -168,12 +168,12 @@ func TestScrapeMatchesPoolStats(t *testing.T) {
 			ctx := context.Background()
 			// A worker that claimed a task and died: its lease (1ms) is over
 			// before the pool starts, so the pool's maintenance rescues it.
-			f.job(t, tasks.JobSpec{}, "/rescued")
+			f.job(t, tasks.JobOptions{}, "/rescued")
 			dead := tasks.New(f.queue.Pool(), tasks.Config{Lease: time.Millisecond})
 			if _, err := dead.ClaimOne(ctx, "dead-worker"); err != nil {
 				t.Fatal(err)
 			}
-			f.job(t, tasks.JobSpec{Concurrency: 20, MaxRetries: 1}, pages(300)...)
+			f.job(t, tasks.JobOptions{Concurrency: 20, MaxRetries: 1}, pages(300)...)
 
 			p := worker.New(f.queue, worker.HandlerFunc(failing), worker.Config{
 				Workers: 6, ClaimBatch: batch, PollInterval: 10 * time.Millisecond, MaintainInterval: 20 * time.Millisecond,
@@ -321,13 +321,13 @@ func checkHistogram(t *testing.T, f *dto.MetricFamily, count uint64) {
 func TestScrapeGaugesWhileRunning(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	f.job(t, tasks.JobSpec{Concurrency: 10}, pages(10)...)
+	f.job(t, tasks.JobOptions{Concurrency: 10}, pages(10)...)
 	started := make(chan struct{}, 10)
 	release := make(chan struct{})
-	h := worker.HandlerFunc(func(ctx context.Context, _ tasks.Task) tasks.Result {
+	h := worker.HandlerFunc(func(ctx context.Context, _ tasks.Task) tasks.TaskResult {
 		started <- struct{}{}
 		<-release
-		return tasks.Result{StatusCode: 200}
+		return tasks.TaskResult{StatusCode: 200}
 	})
 	p := worker.New(f.queue, h, worker.Config{Workers: 3, MaintainInterval: -1})
 	url := listen(t, metrics.NewRegistry(p, f.queue, metrics.QueueOptions{}))
@@ -354,7 +354,7 @@ func TestScrapeGaugesWhileRunning(t *testing.T) {
 func TestQueueCollectorReadsAgainAfterInterval(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
-	jobID := f.job(t, tasks.JobSpec{}, pages(5)...)
+	jobID := f.job(t, tasks.JobOptions{}, pages(5)...)
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(metrics.NewQueueCollector(f.queue, metrics.QueueOptions{MinInterval: time.Nanosecond}))
 	url := listen(t, reg)

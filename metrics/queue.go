@@ -25,7 +25,7 @@ type QueueOptions struct {
 }
 
 // taskStatuses are every task status, so each has a series even at zero.
-var taskStatuses = []tasks.TaskStatus{tasks.TaskPending, tasks.TaskRunning, tasks.TaskCompleted, tasks.TaskFailed, tasks.TaskSkipped}
+var taskStatuses = []tasks.TaskStatus{tasks.TaskStatusPending, tasks.TaskStatusRunning, tasks.TaskStatusCompleted, tasks.TaskStatusFailed, tasks.TaskStatusSkipped}
 
 // QueueCollector is a prometheus.Collector of the queue's state as the
 // database holds it: the tasks of unfinished jobs by status (the queries of

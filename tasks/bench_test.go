@@ -145,7 +145,7 @@ func BenchmarkClaimOneFinishBatched(b *testing.B) {
 			f := setupConns(b, tasks.Config{Now: time.Now}, int32(c.workers+2))
 			per := total / c.jobs
 			for j := range c.jobs {
-				f.job(b, tasks.JobSpec{Domain: fmt.Sprintf("s%d.example", j), Concurrency: 100_000}, per)
+				f.job(b, tasks.JobOptions{Domain: fmt.Sprintf("s%d.example", j), Concurrency: 100_000}, per)
 			}
 			if _, err := f.pool.Exec(context.Background(), "VACUUM ANALYZE"); err != nil {
 				b.Fatal(err)
@@ -173,7 +173,7 @@ func BenchmarkClaimFinish(b *testing.B) {
 			f := setupConns(b, tasks.Config{Now: time.Now}, int32(c.workers+2))
 			per := total / c.jobs
 			for j := range c.jobs {
-				f.job(b, tasks.JobSpec{Domain: fmt.Sprintf("s%d.example", j), Concurrency: 100_000}, per)
+				f.job(b, tasks.JobOptions{Domain: fmt.Sprintf("s%d.example", j), Concurrency: 100_000}, per)
 			}
 			if _, err := f.pool.Exec(context.Background(), "VACUUM ANALYZE"); err != nil {
 				b.Fatal(err)
@@ -365,7 +365,7 @@ func BenchmarkGeneratedVsRaw(b *testing.B) {
 			}
 			prepare := func() fixture {
 				f := setupConns(b, tasks.Config{Now: time.Now}, int32(c.workers+2))
-				f.job(b, tasks.JobSpec{Concurrency: 100_000}, total)
+				f.job(b, tasks.JobOptions{Concurrency: 100_000}, total)
 				if _, err := f.pool.Exec(context.Background(), "VACUUM ANALYZE"); err != nil {
 					b.Fatal(err)
 				}

@@ -35,7 +35,7 @@ func TestConcurrentClaimersExactlyOnce(t *testing.T) {
 	limit := map[string]int{}
 	total := 0
 	for i, s := range specs {
-		job := f.job(t, tasks.JobSpec{Domain: fmt.Sprintf("site%d.example", i), Concurrency: s.concurrency}, s.tasks)
+		job := f.job(t, tasks.JobOptions{Domain: fmt.Sprintf("site%d.example", i), Concurrency: s.concurrency}, s.tasks)
 		limit[job.ID] = s.concurrency
 		total += s.tasks
 	}

@@ -62,7 +62,7 @@ func checkEnqueued(t testing.TB, got, want tasks.EnqueueResult) {
 func TestEnqueueDropsDuplicates(t *testing.T) {
 	t.Parallel()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 1}, 0)
+	job := f.job(t, tasks.JobOptions{Concurrency: 1}, 0)
 
 	// Within a batch the first occurrence wins.
 	res := enqueue(t, f, job.ID, tasks.Page{Path: "/a", Priority: 0.9}, tasks.Page{Path: "/b", Priority: 0.5},
@@ -75,9 +75,9 @@ func TestEnqueueDropsDuplicates(t *testing.T) {
 	checkEnqueued(t, res, tasks.EnqueueResult{Duplicates: 2})
 
 	want := []queued{
-		{Path: "/a", Priority: 0.9, Status: tasks.TaskPending},
-		{Path: "/b", Priority: 0.5, Status: tasks.TaskPending},
-		{Path: "/c", Priority: 0.3, Status: tasks.TaskPending},
+		{Path: "/a", Priority: 0.9, Status: tasks.TaskStatusPending},
+		{Path: "/b", Priority: 0.5, Status: tasks.TaskStatusPending},
+		{Path: "/c", Priority: 0.3, Status: tasks.TaskStatusPending},
 	}
 	if diff := cmp.Diff(want, queuedTasks(t, f, job.ID)); diff != "" {
 		t.Fatalf("tasks (-want +got):\n%s", diff)
@@ -92,7 +92,7 @@ func TestEnqueueHonoursMaxPagesAcrossBatches(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 5, MaxPages: 5}, 0)
+	job := f.job(t, tasks.JobOptions{Concurrency: 5, MaxPages: 5}, 0)
 
 	res := enqueue(t, f, job.ID, tasks.Page{Path: "/a1", Priority: 0.6}, tasks.Page{Path: "/a2", Priority: 0.5},
 		tasks.Page{Path: "/a3", Priority: 0.4})
@@ -108,15 +108,15 @@ func TestEnqueueHonoursMaxPagesAcrossBatches(t *testing.T) {
 	checkEnqueued(t, res, tasks.EnqueueResult{Skipped: 2, Duplicates: 2})
 
 	want := []queued{
-		{Path: "/a1", Priority: 0.6, Status: tasks.TaskPending},
-		{Path: "/a2", Priority: 0.5, Status: tasks.TaskPending},
-		{Path: "/a3", Priority: 0.4, Status: tasks.TaskPending},
-		{Path: "/b1", Priority: 0.1, Status: tasks.TaskSkipped},
-		{Path: "/b2", Priority: 0.9, Status: tasks.TaskPending},
-		{Path: "/b3", Priority: 0.5, Status: tasks.TaskSkipped},
-		{Path: "/b4", Priority: 0.7, Status: tasks.TaskPending},
-		{Path: "/c1", Priority: 1, Status: tasks.TaskSkipped},
-		{Path: "/c2", Priority: 0, Status: tasks.TaskSkipped},
+		{Path: "/a1", Priority: 0.6, Status: tasks.TaskStatusPending},
+		{Path: "/a2", Priority: 0.5, Status: tasks.TaskStatusPending},
+		{Path: "/a3", Priority: 0.4, Status: tasks.TaskStatusPending},
+		{Path: "/b1", Priority: 0.1, Status: tasks.TaskStatusSkipped},
+		{Path: "/b2", Priority: 0.9, Status: tasks.TaskStatusPending},
+		{Path: "/b3", Priority: 0.5, Status: tasks.TaskStatusSkipped},
+		{Path: "/b4", Priority: 0.7, Status: tasks.TaskStatusPending},
+		{Path: "/c1", Priority: 1, Status: tasks.TaskStatusSkipped},
+		{Path: "/c2", Priority: 0, Status: tasks.TaskStatusSkipped},
 	}
 	if diff := cmp.Diff(want, queuedTasks(t, f, job.ID)); diff != "" {
 		t.Fatalf("tasks (-want +got):\n%s", diff)
@@ -140,9 +140,9 @@ func TestEnqueueHonoursMaxPagesAcrossBatches(t *testing.T) {
 func TestEnqueueSharesPagesBetweenJobsOfADomain(t *testing.T) {
 	t.Parallel()
 	f := setup(t, tasks.Config{})
-	first := f.job(t, tasks.JobSpec{Domain: "shared.example"}, 0)
-	second := f.job(t, tasks.JobSpec{Domain: "shared.example"}, 0)
-	other := f.job(t, tasks.JobSpec{Domain: "other.example"}, 0)
+	first := f.job(t, tasks.JobOptions{Domain: "shared.example"}, 0)
+	second := f.job(t, tasks.JobOptions{Domain: "shared.example"}, 0)
+	other := f.job(t, tasks.JobOptions{Domain: "other.example"}, 0)
 	checkEnqueued(t, enqueue(t, f, first.ID, tasks.Page{Path: "/x"}, tasks.Page{Path: "/y"}), tasks.EnqueueResult{Pending: 2})
 	checkEnqueued(t, enqueue(t, f, second.ID, tasks.Page{Path: "/y"}, tasks.Page{Path: "/x"}), tasks.EnqueueResult{Pending: 2})
 	checkEnqueued(t, enqueue(t, f, other.ID, tasks.Page{Path: "/x"}), tasks.EnqueueResult{Pending: 1})
@@ -190,8 +190,8 @@ func TestEnqueueStartsPendingJobAndLeavesPausedJobPaused(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
 
-	pending := f.job(t, tasks.JobSpec{Domain: "pending.example"}, 0)
-	if pending.Status != tasks.JobPending || pending.StartedAt != nil {
+	pending := f.job(t, tasks.JobOptions{Domain: "pending.example"}, 0)
+	if pending.Status != tasks.JobStatusPending || pending.StartedAt != nil {
 		t.Fatalf("new job: status %s, started %v; want pending, not started", pending.Status, pending.StartedAt)
 	}
 	checkEnqueued(t, enqueue(t, f, pending.ID, pages(2)...), tasks.EnqueueResult{Pending: 2})
@@ -199,14 +199,14 @@ func TestEnqueueStartsPendingJobAndLeavesPausedJobPaused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if started.Status != tasks.JobRunning || started.StartedAt == nil {
+	if started.Status != tasks.JobStatusRunning || started.StartedAt == nil {
 		t.Fatalf("job after enqueue: status %s, started %v; want running, started", started.Status, started.StartedAt)
 	}
 	if task := claimOne(t, f, "w1"); task.JobID != pending.ID {
 		t.Fatalf("claimed a task of %s, want %s", task.JobID, pending.ID)
 	}
 
-	paused := f.job(t, tasks.JobSpec{Domain: "paused.example"}, 1)
+	paused := f.job(t, tasks.JobOptions{Domain: "paused.example"}, 1)
 	if err := f.queue.PauseJob(ctx, paused.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestEnqueueStartsPendingJobAndLeavesPausedJobPaused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != tasks.JobPaused {
+	if got.Status != tasks.JobStatusPaused {
 		t.Fatalf("paused job after enqueue: %s, want paused", got.Status)
 	}
 	checkProgress(t, f, paused.ID, tasks.Progress{Total: 2, Pending: 2})
@@ -236,7 +236,7 @@ func TestJobShardsSplitConcurrency(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
 	for _, concurrency := range []int{1, 3, 4, 7, 8, 13, 127, 128, 129, 1000} {
-		job := f.job(t, tasks.JobSpec{Domain: fmt.Sprintf("c%d.example", concurrency), Concurrency: concurrency}, 0)
+		job := f.job(t, tasks.JobOptions{Domain: fmt.Sprintf("c%d.example", concurrency), Concurrency: concurrency}, 0)
 		// job_shard_count: least(32, concurrency/4), at least 1; the
 		// capacity is split evenly, the first shards taking the remainder.
 		shards := max(1, min(32, concurrency/4))
@@ -266,7 +266,7 @@ func TestEnqueueDealsTasksToShardsRoundRobin(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
 	// Concurrency 12: three shards of capacity 4.
-	job := f.job(t, tasks.JobSpec{Concurrency: 12}, 0)
+	job := f.job(t, tasks.JobOptions{Concurrency: 12}, 0)
 
 	// In priority order (ties in batch order) a batch's tasks go to
 	// consecutive shards, from wherever the admission slot it used left off.
@@ -377,7 +377,7 @@ func TestConcurrentEnqueueNeverAdmitsMoreThanMaxPages(t *testing.T) {
 			t.Run(fmt.Sprintf("%s, max_pages %d", shape.name, maxPages), func(t *testing.T) {
 				ctx := context.Background()
 				f := setupConns(t, tasks.Config{}, enqueuers+2)
-				job := f.job(t, tasks.JobSpec{Concurrency: 8, MaxPages: maxPages}, 0)
+				job := f.job(t, tasks.JobOptions{Concurrency: 8, MaxPages: maxPages}, 0)
 				warmUp(t, f, enqueuers)
 
 				var (
@@ -506,7 +506,7 @@ func TestCancelJob(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 3}, 7)
+	job := f.job(t, tasks.JobOptions{Concurrency: 3}, 7)
 	claimed, err := f.queue.Claim(ctx, "w1", 3)
 	if err != nil || len(claimed) != 3 {
 		t.Fatalf("Claim = %d tasks, %v; want 3", len(claimed), err)
@@ -519,7 +519,7 @@ func TestCancelJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cancelled.Status != tasks.JobCancelled || cancelled.CompletedAt == nil {
+	if cancelled.Status != tasks.JobStatusCancelled || cancelled.CompletedAt == nil {
 		t.Fatalf("job after cancel: status %s, completed %v", cancelled.Status, cancelled.CompletedAt)
 	}
 	checkProgress(t, f, job.ID, tasks.Progress{Total: 7, Skipped: 4, Running: 3, Percent: 400.0 / 7})
@@ -546,7 +546,7 @@ func TestCancelJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Status != tasks.JobCancelled {
+	if after.Status != tasks.JobStatusCancelled {
 		t.Errorf("job after maintenance: %s, want cancelled", after.Status)
 	}
 	s := snapshot(t, f)
@@ -565,7 +565,7 @@ func TestCancelJobShardsRetiredOnlyOnceNothingRuns(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 2}, 3)
+	job := f.job(t, tasks.JobOptions{Concurrency: 2}, 3)
 	task := claimOne(t, f, "w1")
 	if err := f.queue.CancelJob(ctx, job.ID); err != nil {
 		t.Fatal(err)
@@ -613,9 +613,9 @@ func TestEnqueueRacingDuplicateDoesNotSkipAdmissiblePages(t *testing.T) {
 	f := setupConns(t, tasks.Config{}, 6)
 	// The pages exist already (another job of the domain), so neither batch
 	// waits on the other's page inserts, only on the job row.
-	earlier := f.job(t, tasks.JobSpec{Domain: "race.example"}, 0)
+	earlier := f.job(t, tasks.JobOptions{Domain: "race.example"}, 0)
 	enqueue(t, f, earlier.ID, tasks.Page{Path: "/x"}, tasks.Page{Path: "/y"}, tasks.Page{Path: "/z"})
-	job := f.job(t, tasks.JobSpec{Domain: "race.example", MaxPages: 3}, 0)
+	job := f.job(t, tasks.JobOptions{Domain: "race.example", MaxPages: 3}, 0)
 
 	lock, err := f.pool.Begin(ctx)
 	if err != nil {
@@ -648,9 +648,9 @@ func TestEnqueueRacingDuplicateDoesNotSkipAdmissiblePages(t *testing.T) {
 		t.Fatalf("Enqueue: %v, %v", o1.err, o2.err)
 	}
 	want := []queued{
-		{Path: "/x", Priority: 1, Status: tasks.TaskPending},
-		{Path: "/y", Priority: 0.5, Status: tasks.TaskPending},
-		{Path: "/z", Priority: 0.2, Status: tasks.TaskPending},
+		{Path: "/x", Priority: 1, Status: tasks.TaskStatusPending},
+		{Path: "/y", Priority: 0.5, Status: tasks.TaskStatusPending},
+		{Path: "/z", Priority: 0.2, Status: tasks.TaskStatusPending},
 	}
 	if diff := cmp.Diff(want, queuedTasks(t, f, job.ID), cmpopts.IgnoreFields(queued{}, "Shard")); diff != "" {
 		t.Errorf("tasks of a job with max_pages 3 and 3 distinct pages (-want +got):\n%s", diff)

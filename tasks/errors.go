@@ -142,7 +142,7 @@ func ConnectError(err error) error {
 }
 
 // refusedJob turns the constraints a new job can break into typed errors.
-func refusedJob(err error, spec JobSpec) error {
+func refusedJob(err error, spec JobOptions) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return err

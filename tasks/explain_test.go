@@ -243,7 +243,7 @@ func seedThroughQueue(t *testing.T, pool *pgxpool.Pool, n, jobs int) {
 	ctx := context.Background()
 	q := tasks.New(pool, tasks.Config{})
 	for j := range jobs {
-		spec := tasks.JobSpec{Domain: fmt.Sprintf("site%d.example", j), Concurrency: 1000}
+		spec := tasks.JobOptions{Domain: fmt.Sprintf("site%d.example", j), Concurrency: 1000}
 		if j == 0 {
 			spec.ID = liveJob
 		}
@@ -268,7 +268,7 @@ func seedThroughQueue(t *testing.T, pool *pgxpool.Pool, n, jobs int) {
 	}
 	outcomes := make([]tasks.Outcome, len(claimed))
 	for i, c := range claimed {
-		outcomes[i] = tasks.Outcome{Task: c, Result: tasks.Result{StatusCode: 200}}
+		outcomes[i] = tasks.Outcome{Task: c, Result: tasks.TaskResult{StatusCode: 200}}
 	}
 	if _, err := q.Finish(ctx, outcomes); err != nil {
 		t.Fatal(err)
@@ -534,7 +534,7 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 		seed(t, f.pool, "ANALYZE")
 	}
 	// 32 shards of n tasks each, so that one claim can take n.
-	f.job(t, tasks.JobSpec{Concurrency: 32 * n}, 32*n)
+	f.job(t, tasks.JobOptions{Concurrency: 32 * n}, 32*n)
 	if analyze == "after the enqueue" {
 		seed(t, f.pool, "ANALYZE")
 	}

@@ -16,10 +16,10 @@ import (
 	"github.com/blue-banded-bee/taskq/gen"
 )
 
-// Result is what running a task produced: for the cache-warming service,
+// TaskResult is what running a task produced: for the cache-warming service,
 // what fetching the page recorded. Durations are stored in whole
 // milliseconds, as the application stores them.
-type Result struct {
+type TaskResult struct {
 	// StatusCode is the HTTP status of the fetched page; 0 means there was
 	// no response, and then the other response fields are not recorded.
 	StatusCode   int
@@ -114,7 +114,7 @@ func (a *CacheCheckAttempt) UnmarshalJSON(b []byte) error {
 // Outcome is a claimed task with its result.
 type Outcome struct {
 	Task   Task
-	Result Result
+	Result TaskResult
 }
 
 // FinishReport counts what Finish recorded.
@@ -145,7 +145,7 @@ type FinishReport struct {
 
 // Complete records a task's success. It returns ErrLeaseLost if the worker
 // no longer holds the task.
-func (q *Queue) Complete(ctx context.Context, t Task, r Result) error {
+func (q *Queue) Complete(ctx context.Context, t Task, r TaskResult) error {
 	r.Err = nil
 	return q.finishOne(ctx, t, r)
 }
@@ -156,10 +156,10 @@ func (q *Queue) Fail(ctx context.Context, t Task, cause error, permanent bool) e
 	if cause == nil {
 		return invalid("cause", "nil: a failure needs a cause")
 	}
-	return q.finishOne(ctx, t, Result{Err: cause, Permanent: permanent})
+	return q.finishOne(ctx, t, TaskResult{Err: cause, Permanent: permanent})
 }
 
-func (q *Queue) finishOne(ctx context.Context, t Task, r Result) error {
+func (q *Queue) finishOne(ctx context.Context, t Task, r TaskResult) error {
 	rep, err := q.Finish(ctx, []Outcome{{Task: t, Result: r}})
 	switch {
 	case err != nil:

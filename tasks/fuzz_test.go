@@ -259,15 +259,15 @@ func newJobFixture(tb testing.TB) jobFixture {
 	f := setup(tb, tasks.Config{})
 	jobsInEveryStatus(tb, f, 3)
 	// No call fails a job; the application may.
-	f.job(tb, tasks.JobSpec{ID: failedJob, Domain: "failed.example"}, 0)
+	f.job(tb, tasks.JobOptions{ID: failedJob, Domain: "failed.example"}, 0)
 	if _, err := f.pool.Exec(ctx, "UPDATE jobs SET status = 'failed' WHERE id = $1", failedJob); err != nil {
 		tb.Fatal(err)
 	}
-	f.job(tb, tasks.JobSpec{ID: runningJob, Concurrency: 40}, 20)
+	f.job(tb, tasks.JobOptions{ID: runningJob, Concurrency: 40}, 20)
 
 	status := map[string]tasks.JobStatus{
-		completedJob: tasks.JobCompleted, cancelledJob: tasks.JobCancelled, pausedJob: tasks.JobPaused,
-		pendingJob: tasks.JobPending, failedJob: tasks.JobFailed, runningJob: tasks.JobRunning,
+		completedJob: tasks.JobStatusCompleted, cancelledJob: tasks.JobStatusCancelled, pausedJob: tasks.JobStatusPaused,
+		pendingJob: tasks.JobStatusPending, failedJob: tasks.JobStatusFailed, runningJob: tasks.JobStatusRunning,
 	}
 	for id, want := range status {
 		if job, err := f.queue.Job(ctx, id); err != nil || job.Status != want {
@@ -409,7 +409,7 @@ func FuzzEnqueue(f *testing.F) {
 			checkArgumentError(t, err, refusal...)
 			checkUnchanged(t, jf.fixture, before, call)
 			return
-		case !known || status == tasks.JobCancelled || status == tasks.JobFailed:
+		case !known || status == tasks.JobStatusCancelled || status == tasks.JobStatusFailed:
 			want := tasks.ErrJobNotFound
 			if known {
 				want = tasks.ErrInvalidTransition
@@ -435,7 +435,7 @@ func FuzzEnqueue(f *testing.F) {
 			t.Errorf("%s: result %+v, want %d added (pending + skipped) and %d duplicates",
 				call, res, added, len(pages)-added)
 		}
-		if status != tasks.JobPaused && res.Skipped != 0 { // only the paused job has max_pages
+		if status != tasks.JobStatusPaused && res.Skipped != 0 { // only the paused job has max_pages
 			t.Errorf("%s: %d skipped in a job without max_pages", call, res.Skipped)
 		}
 		after := takeFingerprint(t, jf.fixture)
@@ -581,7 +581,7 @@ func FuzzClaim(f *testing.F) {
 				t.Errorf("%s claimed task %s of job %s, want only %s's", call, task.ID, task.JobID, runningJob)
 			case task.WorkerID != workerID || row.ClaimedBy == nil || *row.ClaimedBy != workerID:
 				t.Errorf("%s: task %s claimed by %q, stored %v", call, task.ID, task.WorkerID, row.ClaimedBy)
-			case row.Status != tasks.TaskRunning || row.Attempt != task.Attempt || task.Attempt < 1:
+			case row.Status != tasks.TaskStatusRunning || row.Attempt != task.Attempt || task.Attempt < 1:
 				t.Errorf("%s: task %s stored %s attempt %d, returned attempt %d",
 					call, task.ID, row.Status, row.Attempt, task.Attempt)
 			case !task.StartedAt.Equal(now) || !task.LeaseExpiresAt.Equal(now.Add(time.Minute)):
@@ -629,9 +629,9 @@ func FuzzJobByID(f *testing.F) {
 	jf := newJobFixture(f)
 	ctx := context.Background()
 	from := map[uint8][]tasks.JobStatus{
-		opPause:  {tasks.JobRunning},
-		opResume: {tasks.JobPaused},
-		opCancel: {tasks.JobPending, tasks.JobRunning, tasks.JobPaused},
+		opPause:  {tasks.JobStatusRunning},
+		opResume: {tasks.JobStatusPaused},
+		opCancel: {tasks.JobStatusPending, tasks.JobStatusRunning, tasks.JobStatusPaused},
 	}
 
 	f.Fuzz(func(t *testing.T, pick uint8, jobID string, op uint8) {
@@ -739,8 +739,8 @@ func (in finishInput) add(f *testing.F) {
 		in.failed, in.permanent, in.errText, in.headers, in.name1, in.value1, in.name2, in.value2)
 }
 
-func (in finishInput) result() tasks.Result {
-	r := tasks.Result{
+func (in finishInput) result() tasks.TaskResult {
+	r := tasks.TaskResult{
 		StatusCode:    in.statusCode,
 		ResponseTime:  time.Duration(in.responseTime),
 		ContentLength: in.contentLength,
@@ -917,7 +917,7 @@ func FuzzFinish(f *testing.F) {
 
 	ctx := context.Background()
 	ff := setup(f, tasks.Config{BackoffBase: time.Millisecond, BackoffMax: time.Millisecond})
-	if _, err := ff.queue.CreateJob(ctx, tasks.JobSpec{ID: finishJob, Domain: "finish.example",
+	if _, err := ff.queue.CreateJob(ctx, tasks.JobOptions{ID: finishJob, Domain: "finish.example",
 		Concurrency: 4, MaxRetries: finishMaxRetries}); err != nil {
 		f.Fatal(err)
 	}
@@ -1003,7 +1003,7 @@ func FuzzFinish(f *testing.F) {
 				t.Errorf("%s: lost %d, want %d", call, len(lost), len(unheld))
 			}
 			if row := taskRow(t, ff, held.ID); held0 &&
-				(row.Status != tasks.TaskPending || row.LeaseExpiresAt != nil || !row.RunAfter.Time.Equal(now)) {
+				(row.Status != tasks.TaskStatusPending || row.LeaseExpiresAt != nil || !row.RunAfter.Time.Equal(now)) {
 				t.Errorf("%s: released task stored %s, lease %v, run after %v", call, row.Status, row.LeaseExpiresAt, row.RunAfter)
 			}
 		case opExtend:
@@ -1045,7 +1045,7 @@ func FuzzFinish(f *testing.F) {
 		}
 
 		// Hand back the held task if it is still running.
-		if row := taskRow(t, ff, held.ID); row.Status == tasks.TaskRunning {
+		if row := taskRow(t, ff, held.ID); row.Status == tasks.TaskStatusRunning {
 			if lost, err := ff.queue.Release(ctx, []tasks.Task{held}); err != nil || len(lost) != 0 {
 				t.Fatalf("Release of the held task: lost %v, %v", lost, err)
 			}
@@ -1059,13 +1059,13 @@ func checkFinished(t *testing.T, f fixture, held tasks.Task, in finishInput, rep
 	t.Helper()
 	r := in.result()
 	row := taskRow(t, f, held.ID)
-	wantStatus, count := tasks.TaskCompleted, rep.Completed
+	wantStatus, count := tasks.TaskStatusCompleted, rep.Completed
 	switch {
 	case r.Err == nil:
 	case !r.Permanent && held.RetryCount < finishMaxRetries:
-		wantStatus, count = tasks.TaskPending, rep.Retried
+		wantStatus, count = tasks.TaskStatusPending, rep.Retried
 	default:
-		wantStatus, count = tasks.TaskFailed, rep.Failed
+		wantStatus, count = tasks.TaskStatusFailed, rep.Failed
 	}
 	if row.Status != wantStatus || count != 1 {
 		t.Errorf("finished task stored %s, report %+v; want %s", row.Status, rep, wantStatus)
@@ -1173,10 +1173,10 @@ func FuzzCreateJob(f *testing.F) {
 		user, org); err != nil {
 		f.Fatal(err)
 	}
-	cf.job(f, tasks.JobSpec{ID: existingJob, Domain: existingDomain}, 1)
+	cf.job(f, tasks.JobOptions{ID: existingJob, Domain: existingDomain}, 1)
 
 	f.Fuzz(func(t *testing.T, id, domain string, concurrency, maxPages, maxRetries int, noRetries bool, owner uint8) {
-		spec := tasks.JobSpec{ID: id, Domain: domain, Concurrency: concurrency, MaxPages: maxPages,
+		spec := tasks.JobOptions{ID: id, Domain: domain, Concurrency: concurrency, MaxPages: maxPages,
 			MaxRetries: maxRetries, NoRetries: noRetries}
 		unknownOwner := false
 		switch owner % 4 {
@@ -1234,7 +1234,7 @@ func FuzzCreateJob(f *testing.F) {
 			t.Fatalf("%s: %v", call, err)
 		}
 
-		want := tasks.Job{ID: id, Domain: spec.Domain, Status: tasks.JobPending, Concurrency: wantConcurrency, MaxPages: maxPages,
+		want := tasks.Job{ID: id, Domain: spec.Domain, Status: tasks.JobStatusPending, Concurrency: wantConcurrency, MaxPages: maxPages,
 			MaxRetries: wantRetries, OrganisationID: spec.OrganisationID, UserID: spec.UserID}
 		if id == "" {
 			if _, err := uuid.Parse(job.ID); err != nil {
@@ -1297,7 +1297,7 @@ func TestFuzzFindings(t *testing.T) {
 	t.Run("header names that clean alike", func(t *testing.T) {
 		t.Parallel()
 		f := setup(t, tasks.Config{})
-		f.job(t, tasks.JobSpec{Concurrency: 1}, 1)
+		f.job(t, tasks.JobOptions{Concurrency: 1}, 1)
 		task := claimOne(t, f, "w1")
 		r := okResult()
 		r.Headers = http.Header{"X-A\x00": {"sent with a NUL"}, "X-A\xff": {"sent with Latin-1"}}
@@ -1316,10 +1316,10 @@ func TestFuzzFindings(t *testing.T) {
 
 	// CreateJob that the database refused returned the raw driver error
 	// and kept the domain its first statement had inserted.
-	createRefused := func(t *testing.T, want error, edit func(*tasks.JobSpec)) {
+	createRefused := func(t *testing.T, want error, edit func(*tasks.JobOptions)) {
 		f := setup(t, tasks.Config{})
-		f.job(t, tasks.JobSpec{ID: existingJob, Domain: existingDomain}, 0)
-		spec := tasks.JobSpec{Domain: "fresh.example"}
+		f.job(t, tasks.JobOptions{ID: existingJob, Domain: existingDomain}, 0)
+		spec := tasks.JobOptions{Domain: "fresh.example"}
 		edit(&spec)
 		before := takeFingerprint(t, f)
 		_, err := f.queue.CreateJob(ctx, spec)
@@ -1331,14 +1331,14 @@ func TestFuzzFindings(t *testing.T) {
 	}
 	t.Run("create job with a taken id", func(t *testing.T) {
 		t.Parallel()
-		createRefused(t, tasks.ErrJobExists, func(spec *tasks.JobSpec) { spec.ID = existingJob })
+		createRefused(t, tasks.ErrJobExists, func(spec *tasks.JobOptions) { spec.ID = existingJob })
 	})
 	t.Run("create job for an unknown organisation", func(t *testing.T) {
 		t.Parallel()
-		createRefused(t, tasks.ErrInvalidArgument, func(spec *tasks.JobSpec) { spec.OrganisationID = ptr(uuid.New()) })
+		createRefused(t, tasks.ErrInvalidArgument, func(spec *tasks.JobOptions) { spec.OrganisationID = ptr(uuid.New()) })
 	})
 	t.Run("create job for an unknown user", func(t *testing.T) {
 		t.Parallel()
-		createRefused(t, tasks.ErrInvalidArgument, func(spec *tasks.JobSpec) { spec.UserID = ptr(uuid.New()) })
+		createRefused(t, tasks.ErrInvalidArgument, func(spec *tasks.JobOptions) { spec.UserID = ptr(uuid.New()) })
 	})
 }

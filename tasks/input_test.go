@@ -124,22 +124,22 @@ const (
 func jobsInEveryStatus(tb testing.TB, f fixture, pausedMaxPages int) {
 	tb.Helper()
 	ctx := context.Background()
-	f.job(tb, tasks.JobSpec{ID: completedJob, Concurrency: 1}, 1)
+	f.job(tb, tasks.JobOptions{ID: completedJob, Concurrency: 1}, 1)
 	if err := f.queue.Complete(ctx, claimOne(tb, f, "w0"), okResult()); err != nil {
 		tb.Fatal(err)
 	}
 	if _, err := f.queue.Maintain(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	f.job(tb, tasks.JobSpec{ID: cancelledJob, Domain: "cancelled.example"}, 2)
+	f.job(tb, tasks.JobOptions{ID: cancelledJob, Domain: "cancelled.example"}, 2)
 	if err := f.queue.CancelJob(ctx, cancelledJob); err != nil {
 		tb.Fatal(err)
 	}
-	f.job(tb, tasks.JobSpec{ID: pausedJob, Domain: "paused.example", MaxPages: pausedMaxPages}, 2)
+	f.job(tb, tasks.JobOptions{ID: pausedJob, Domain: "paused.example", MaxPages: pausedMaxPages}, 2)
 	if err := f.queue.PauseJob(ctx, pausedJob); err != nil {
 		tb.Fatal(err)
 	}
-	f.job(tb, tasks.JobSpec{ID: pendingJob, Domain: "pending.example"}, 0)
+	f.job(tb, tasks.JobOptions{ID: pendingJob, Domain: "pending.example"}, 0)
 }
 
 func newInputFixture(t *testing.T) inputFixture {
@@ -148,12 +148,12 @@ func newInputFixture(t *testing.T) inputFixture {
 	f := setup(t, tasks.Config{})
 
 	jobsInEveryStatus(t, f, 0)
-	f.job(t, tasks.JobSpec{ID: runningJob, Concurrency: 2}, 3)
+	f.job(t, tasks.JobOptions{ID: runningJob, Concurrency: 2}, 3)
 	held := claimOne(t, f, "w1")
 
 	want := map[string]tasks.JobStatus{
-		completedJob: tasks.JobCompleted, cancelledJob: tasks.JobCancelled, pausedJob: tasks.JobPaused,
-		pendingJob: tasks.JobPending, runningJob: tasks.JobRunning,
+		completedJob: tasks.JobStatusCompleted, cancelledJob: tasks.JobStatusCancelled, pausedJob: tasks.JobStatusPaused,
+		pendingJob: tasks.JobStatusPending, runningJob: tasks.JobStatusRunning,
 	}
 	for id, status := range want {
 		job, err := f.queue.Job(ctx, id)
@@ -225,7 +225,7 @@ func finishWith(edit func(held tasks.Task) []tasks.Outcome) func(context.Context
 	}
 }
 
-func finishResult(r tasks.Result) func(context.Context, inputFixture) error {
+func finishResult(r tasks.TaskResult) func(context.Context, inputFixture) error {
 	return finishWith(func(held tasks.Task) []tasks.Outcome { return []tasks.Outcome{{Task: held, Result: r}} })
 }
 
@@ -233,7 +233,7 @@ func TestBadArgumentsAreRefusedWritingNothing(t *testing.T) {
 	t.Parallel()
 	f := newInputFixture(t)
 	long := strings.Repeat("w", tasks.MaxIDLength+1)
-	withStatus := func(code int) tasks.Result { r := okResult(); r.StatusCode = code; return r }
+	withStatus := func(code int) tasks.TaskResult { r := okResult(); r.StatusCode = code; return r }
 	checkRefused(t, f, []badInput{
 		{name: "claim: empty worker id", call: claimWith("", 1), want: tasks.ErrInvalidArgument, arg: "workerID"},
 		{name: "claim: worker id with NUL", call: claimWith("w\x001", 1), want: tasks.ErrInvalidArgument, arg: "workerID"},
@@ -274,7 +274,7 @@ func TestBadArgumentsAreRefusedWritingNothing(t *testing.T) {
 			call: finishWith(func(tasks.Task) []tasks.Outcome { return make([]tasks.Outcome, tasks.MaxBatch+1) })},
 		{name: "finish: duplicate task ids", want: tasks.ErrInvalidArgument, arg: "outcomes[1]",
 			call: finishWith(func(held tasks.Task) []tasks.Outcome {
-				return []tasks.Outcome{{Task: held, Result: okResult()}, {Task: held, Result: tasks.Result{Err: errors.New("x")}}}
+				return []tasks.Outcome{{Task: held, Result: okResult()}, {Task: held, Result: tasks.TaskResult{Err: errors.New("x")}}}
 			})},
 		{name: "finish: empty task id", want: tasks.ErrInvalidArgument, arg: "outcomes[0].Task.ID",
 			call: finishWith(func(held tasks.Task) []tasks.Outcome {
@@ -303,7 +303,7 @@ func TestBadArgumentsAreRefusedWritingNothing(t *testing.T) {
 		{name: "finish: negative status code", call: finishResult(withStatus(-200)),
 			want: tasks.ErrInvalidArgument, arg: "outcomes[0].Result.StatusCode"},
 		{name: "finish: negative response time", want: tasks.ErrInvalidArgument, arg: "outcomes[0].Result",
-			call: finishResult(func() tasks.Result { r := okResult(); r.ResponseTime = -time.Millisecond; return r }())},
+			call: finishResult(func() tasks.TaskResult { r := okResult(); r.ResponseTime = -time.Millisecond; return r }())},
 		{name: "complete: status code 42", want: tasks.ErrInvalidArgument, arg: "outcomes[0].Result.StatusCode",
 			call: func(ctx context.Context, f inputFixture) error { return f.queue.Complete(ctx, f.held, withStatus(42)) }},
 		{name: "fail: nil cause", want: tasks.ErrInvalidArgument, arg: "cause",
@@ -323,27 +323,27 @@ func TestBadArgumentsAreRefusedWritingNothing(t *testing.T) {
 
 		{name: "create job: empty domain", want: tasks.ErrInvalidArgument, arg: "spec.Domain",
 			call: func(ctx context.Context, f inputFixture) error {
-				_, err := f.queue.CreateJob(ctx, tasks.JobSpec{})
+				_, err := f.queue.CreateJob(ctx, tasks.JobOptions{})
 				return err
 			}},
 		{name: "create job: domain with NUL", want: tasks.ErrInvalidArgument, arg: "spec.Domain",
 			call: func(ctx context.Context, f inputFixture) error {
-				_, err := f.queue.CreateJob(ctx, tasks.JobSpec{Domain: "a\x00.example"})
+				_, err := f.queue.CreateJob(ctx, tasks.JobOptions{Domain: "a\x00.example"})
 				return err
 			}},
 		{name: "create job: negative concurrency", want: tasks.ErrInvalidArgument, arg: "spec.Concurrency",
 			call: func(ctx context.Context, f inputFixture) error {
-				_, err := f.queue.CreateJob(ctx, tasks.JobSpec{Domain: "new.example", Concurrency: -1})
+				_, err := f.queue.CreateJob(ctx, tasks.JobOptions{Domain: "new.example", Concurrency: -1})
 				return err
 			}},
 		{name: "create job: negative max pages", want: tasks.ErrInvalidArgument, arg: "spec.MaxPages",
 			call: func(ctx context.Context, f inputFixture) error {
-				_, err := f.queue.CreateJob(ctx, tasks.JobSpec{Domain: "new.example", MaxPages: -1})
+				_, err := f.queue.CreateJob(ctx, tasks.JobOptions{Domain: "new.example", MaxPages: -1})
 				return err
 			}},
 		{name: "create job: too many retries", want: tasks.ErrInvalidArgument, arg: "spec.MaxRetries",
 			call: func(ctx context.Context, f inputFixture) error {
-				_, err := f.queue.CreateJob(ctx, tasks.JobSpec{Domain: "new.example", MaxRetries: 1001})
+				_, err := f.queue.CreateJob(ctx, tasks.JobOptions{Domain: "new.example", MaxRetries: 1001})
 				return err
 			}},
 		{name: "pause: job id not UTF-8", want: tasks.ErrInvalidArgument, arg: "id",
@@ -427,7 +427,7 @@ func TestResultTextIsStoredSanitized(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 2, NoRetries: true}, 2)
+	job := f.job(t, tasks.JobOptions{Concurrency: 2, NoRetries: true}, 2)
 	completed := claimOne(t, f, "w1")
 	failed := claimOne(t, f, "w1")
 
@@ -459,9 +459,9 @@ func TestResultTextIsStoredSanitized(t *testing.T) {
 		return text{row.Status, row.CacheStatus, row.ContentType, h, row.Error}
 	}
 	want := []text{
-		{Status: tasks.TaskCompleted, CacheStatus: ptr("HIT\uFFFD"), ContentType: ptr("text/html; charset=\uFFFD"),
+		{Status: tasks.TaskStatusCompleted, CacheStatus: ptr("HIT\uFFFD"), ContentType: ptr("text/html; charset=\uFFFD"),
 			Headers: http.Header{"X-Odd": {"caf\uFFFD"}, "Content-Type": {"text/html"}, "Cf-Cache-Status": {"HIT"}}},
-		{Status: tasks.TaskFailed, Error: ptr("bad \uFFFD byte in \uFFFD body")},
+		{Status: tasks.TaskStatusFailed, Error: ptr("bad \uFFFD byte in \uFFFD body")},
 	}
 	if diff := cmp.Diff(want, []text{got(completed.ID), got(failed.ID)}); diff != "" {
 		t.Fatalf("stored results (-want +got):\n%s", diff)
@@ -475,14 +475,14 @@ func TestResultHeaderWithNULIsStored(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 1}, 1)
+	job := f.job(t, tasks.JobOptions{Concurrency: 1}, 1)
 	task := claimOne(t, f, "w1")
 	r := okResult()
 	r.Headers.Set("X-Odd", "a\x00b")
 	if err := f.queue.Complete(ctx, task, r); err != nil {
 		t.Fatalf("Complete with a NUL byte in a header: %v", err)
 	}
-	if row := taskRow(t, f, task.ID); row.Status != tasks.TaskCompleted {
+	if row := taskRow(t, f, task.ID); row.Status != tasks.TaskStatusCompleted {
 		t.Fatalf("task %s, want completed", row.Status)
 	}
 	checkProgress(t, f, job.ID, tasks.Progress{Total: 1, Completed: 1, Percent: 100})

@@ -22,25 +22,25 @@ type (
 
 // Job statuses.
 const (
-	JobPending   = gen.JobStatusPending
-	JobRunning   = gen.JobStatusRunning
-	JobPaused    = gen.JobStatusPaused
-	JobCompleted = gen.JobStatusCompleted
-	JobFailed    = gen.JobStatusFailed
-	JobCancelled = gen.JobStatusCancelled
+	JobStatusPending   = gen.JobStatusPending
+	JobStatusRunning   = gen.JobStatusRunning
+	JobStatusPaused    = gen.JobStatusPaused
+	JobStatusCompleted = gen.JobStatusCompleted
+	JobStatusFailed    = gen.JobStatusFailed
+	JobStatusCancelled = gen.JobStatusCancelled
 )
 
 // Task statuses.
 const (
-	TaskPending   = gen.TaskStatusPending
-	TaskRunning   = gen.TaskStatusRunning
-	TaskCompleted = gen.TaskStatusCompleted
-	TaskFailed    = gen.TaskStatusFailed
-	TaskSkipped   = gen.TaskStatusSkipped
+	TaskStatusPending   = gen.TaskStatusPending
+	TaskStatusRunning   = gen.TaskStatusRunning
+	TaskStatusCompleted = gen.TaskStatusCompleted
+	TaskStatusFailed    = gen.TaskStatusFailed
+	TaskStatusSkipped   = gen.TaskStatusSkipped
 )
 
-// JobSpec describes a job to create.
-type JobSpec struct {
+// JobOptions describes a job to create.
+type JobOptions struct {
 	// ID is optional; a UUID is generated when empty.
 	ID             string
 	Domain         string
@@ -94,7 +94,7 @@ type Progress struct {
 
 // CreateJob creates a job (and the domain, if new). Its tasks are added with
 // Enqueue, which also starts it.
-func (q *Queue) CreateJob(ctx context.Context, spec JobSpec) (Job, error) {
+func (q *Queue) CreateJob(ctx context.Context, spec JobOptions) (Job, error) {
 	if spec.ID != "" {
 		if err := checkID("spec.ID", spec.ID); err != nil {
 			return Job{}, err
@@ -271,7 +271,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 			return EnqueueResult{}, err
 		}
 		switch row.JobStatus {
-		case JobPending, JobRunning, JobPaused, JobCompleted:
+		case JobStatusPending, JobStatusRunning, JobStatusPaused, JobStatusCompleted:
 		default:
 			return EnqueueResult{}, fmt.Errorf("%w: job is %s", ErrInvalidTransition, row.JobStatus)
 		}
@@ -413,12 +413,12 @@ func jobWithProgress(r gen.JobProgressListRow) Job {
 // PauseJob stops a running job's tasks from being claimed; running ones
 // finish.
 func (q *Queue) PauseJob(ctx context.Context, id string) error {
-	return q.setJobStatus(ctx, id, JobPaused, JobRunning)
+	return q.setJobStatus(ctx, id, JobStatusPaused, JobStatusRunning)
 }
 
 // ResumeJob lets a paused job's tasks be claimed again.
 func (q *Queue) ResumeJob(ctx context.Context, id string) error {
-	if err := q.setJobStatus(ctx, id, JobRunning, JobPaused); err != nil {
+	if err := q.setJobStatus(ctx, id, JobStatusRunning, JobStatusPaused); err != nil {
 		return err
 	}
 	return q.run(ctx, func(db gen.DBTX) error {
@@ -435,7 +435,7 @@ func (q *Queue) CancelJob(ctx context.Context, id string) error {
 		return err
 	}
 	err := q.tx(ctx, func(tx pgx.Tx) error {
-		if err := q.transition(ctx, tx, id, JobCancelled, JobPending, JobRunning, JobPaused); err != nil {
+		if err := q.transition(ctx, tx, id, JobStatusCancelled, JobStatusPending, JobStatusRunning, JobStatusPaused); err != nil {
 			return err
 		}
 		if _, err := q.q.TaskSkipPending(ctx, tx, id); err != nil {

@@ -153,7 +153,7 @@ func TestExpiredLeaseIsRescuedAndClaimedAgain(t *testing.T) {
 			f := setup(t, tasks.Config{Lease: time.Minute})
 			// Concurrency 1: one shard of capacity 1, so the shard is full
 			// while the first claim holds the task.
-			job := f.job(t, tasks.JobSpec{Concurrency: 1}, 2)
+			job := f.job(t, tasks.JobOptions{Concurrency: 1}, 2)
 
 			first := claimOne(t, f, "w1")
 			checkShardRunning(t, f, job.ID, []int64{1})
@@ -170,13 +170,13 @@ func TestExpiredLeaseIsRescuedAndClaimedAgain(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantRescued := []tasks.Rescued{{TaskID: first.ID, JobID: job.ID, WorkerID: "w1", Status: tasks.TaskPending}}
+			wantRescued := []tasks.Rescued{{TaskID: first.ID, JobID: job.ID, WorkerID: "w1", Status: tasks.TaskStatusPending}}
 			if diff := cmp.Diff(wantRescued, got); diff != "" {
 				t.Fatalf("rescued (-want +got):\n%s", diff)
 			}
 
 			wantRow := held
-			wantRow.Status = tasks.TaskPending
+			wantRow.Status = tasks.TaskStatusPending
 			wantRow.RetryCount = 1
 			wantRow.LeaseExpiresAt = nil
 			wantRow.RunAfter = at(f.clock.Now())
@@ -222,7 +222,7 @@ func TestExpiredLeaseIsRescuedAndClaimedAgain(t *testing.T) {
 				t.Fatalf("Complete by the current holder: %v", err)
 			}
 			row := taskRow(t, f, first.ID)
-			if row.Status != tasks.TaskCompleted || row.Attempt != 2 || row.StatusCode == nil || *row.StatusCode != 200 || row.Error != nil {
+			if row.Status != tasks.TaskStatusCompleted || row.Attempt != 2 || row.StatusCode == nil || *row.StatusCode != 200 || row.Error != nil {
 				t.Fatalf("task after the holder's Complete: status %s, attempt %d, status code %v, error %v",
 					row.Status, row.Attempt, row.StatusCode, row.Error)
 			}
@@ -236,7 +236,7 @@ func TestExtendLeasesKeepsTasksFromRescue(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{Lease: time.Minute})
-	job := f.job(t, tasks.JobSpec{Concurrency: 3}, 3)
+	job := f.job(t, tasks.JobOptions{Concurrency: 3}, 3)
 	claimed, err := f.queue.Claim(ctx, "w1", 3)
 	if err != nil || len(claimed) != 3 {
 		t.Fatalf("Claim = %d tasks, %v; want 3", len(claimed), err)
@@ -262,7 +262,7 @@ func TestExtendLeasesKeepsTasksFromRescue(t *testing.T) {
 	}
 	for _, task := range want {
 		row := taskRow(t, f, task.ID)
-		if row.Status != tasks.TaskRunning || row.LeaseExpiresAt == nil || !row.LeaseExpiresAt.Equal(task.LeaseExpiresAt) {
+		if row.Status != tasks.TaskStatusRunning || row.LeaseExpiresAt == nil || !row.LeaseExpiresAt.Equal(task.LeaseExpiresAt) {
 			t.Fatalf("task %s after rescue: status %s, lease %v; want running until %v",
 				task.ID, row.Status, row.LeaseExpiresAt, task.LeaseExpiresAt)
 		}
@@ -303,7 +303,7 @@ func TestExtendLeasesKeepsTasksFromRescue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantRescued := []tasks.Rescued{{TaskID: extended[1].ID, JobID: job.ID, WorkerID: "w1", Status: tasks.TaskPending}}
+	wantRescued := []tasks.Rescued{{TaskID: extended[1].ID, JobID: job.ID, WorkerID: "w1", Status: tasks.TaskStatusPending}}
 	if diff := cmp.Diff(wantRescued, rescued); diff != "" {
 		t.Fatalf("rescued (-want +got):\n%s", diff)
 	}
@@ -315,7 +315,7 @@ func TestFailRetriesWithBackoffUntilMaxRetries(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{BackoffBase: 10 * time.Second, BackoffMax: 30 * time.Second})
-	job := f.job(t, tasks.JobSpec{Concurrency: 1, MaxRetries: 4}, 1)
+	job := f.job(t, tasks.JobOptions{Concurrency: 1, MaxRetries: 4}, 1)
 
 	// BackoffBase * 2^retries, capped at BackoffMax.
 	delays := []time.Duration{10 * time.Second, 20 * time.Second, 30 * time.Second, 30 * time.Second}
@@ -331,7 +331,7 @@ func TestFailRetriesWithBackoffUntilMaxRetries(t *testing.T) {
 			t.Fatalf("Fail %d: %v", i+1, err)
 		}
 		want := held
-		want.Status = tasks.TaskPending
+		want.Status = tasks.TaskStatusPending
 		want.RetryCount = int32(i + 1)
 		want.RunAfter = at(f.clock.Now().Add(delay))
 		want.LeaseExpiresAt = nil
@@ -359,7 +359,7 @@ func TestFailRetriesWithBackoffUntilMaxRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := held
-	want.Status = tasks.TaskFailed
+	want.Status = tasks.TaskStatusFailed
 	want.CompletedAt = ptr(f.clock.Now())
 	want.LeaseExpiresAt = nil
 	want.Error = ptr("HTTP 503 on try 5")
@@ -394,11 +394,11 @@ func TestFailWithoutRetriesFailsAtOnce(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name      string
-		spec      tasks.JobSpec
+		spec      tasks.JobOptions
 		permanent bool
 	}{
-		{name: "permanent failure", spec: tasks.JobSpec{Concurrency: 1, MaxRetries: 3}, permanent: true},
-		{name: "job without retries", spec: tasks.JobSpec{Concurrency: 1, NoRetries: true}, permanent: false},
+		{name: "permanent failure", spec: tasks.JobOptions{Concurrency: 1, MaxRetries: 3}, permanent: true},
+		{name: "job without retries", spec: tasks.JobOptions{Concurrency: 1, NoRetries: true}, permanent: false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -412,7 +412,7 @@ func TestFailWithoutRetriesFailsAtOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := held
-			want.Status = tasks.TaskFailed
+			want.Status = tasks.TaskStatusFailed
 			want.CompletedAt = ptr(f.clock.Now())
 			want.LeaseExpiresAt = nil
 			want.Error = ptr("HTTP 404")
@@ -431,7 +431,7 @@ func TestRescueFailsTaskPastMaxRetries(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{Lease: time.Minute})
-	job := f.job(t, tasks.JobSpec{Concurrency: 1, MaxRetries: 1}, 1)
+	job := f.job(t, tasks.JobOptions{Concurrency: 1, MaxRetries: 1}, 1)
 
 	first := claimOne(t, f, "w1")
 	f.clock.Advance(time.Minute + time.Second)
@@ -439,7 +439,7 @@ func TestRescueFailsTaskPastMaxRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]tasks.Rescued{{TaskID: first.ID, JobID: job.ID, WorkerID: "w1", Status: tasks.TaskPending}}, rescued); diff != "" {
+	if diff := cmp.Diff([]tasks.Rescued{{TaskID: first.ID, JobID: job.ID, WorkerID: "w1", Status: tasks.TaskStatusPending}}, rescued); diff != "" {
 		t.Fatalf("first rescue (-want +got):\n%s", diff)
 	}
 
@@ -454,7 +454,7 @@ func TestRescueFailsTaskPastMaxRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := tasks.MaintenanceReport{
-		Rescued:  []tasks.Rescued{{TaskID: first.ID, JobID: job.ID, WorkerID: "w2", Status: tasks.TaskFailed}},
+		Rescued:  []tasks.Rescued{{TaskID: first.ID, JobID: job.ID, WorkerID: "w2", Status: tasks.TaskStatusFailed}},
 		Finished: []string{job.ID},
 		RolledUp: 1,
 	}
@@ -462,7 +462,7 @@ func TestRescueFailsTaskPastMaxRetries(t *testing.T) {
 		t.Fatalf("maintenance (-want +got):\n%s", diff)
 	}
 	wantRow := held
-	wantRow.Status = tasks.TaskFailed
+	wantRow.Status = tasks.TaskStatusFailed
 	wantRow.CompletedAt = ptr(f.clock.Now())
 	wantRow.RunAfter = at(f.clock.Now())
 	wantRow.LeaseExpiresAt = nil
@@ -485,7 +485,7 @@ func TestReleaseHandsTaskBackWithoutRetry(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t, tasks.Config{BackoffBase: time.Hour})
 	// No retries: a release that counted as a failure would fail the task.
-	job := f.job(t, tasks.JobSpec{Concurrency: 1, NoRetries: true}, 1)
+	job := f.job(t, tasks.JobOptions{Concurrency: 1, NoRetries: true}, 1)
 
 	first := claimOne(t, f, "w1")
 	held := taskRow(t, f, first.ID)
@@ -495,7 +495,7 @@ func TestReleaseHandsTaskBackWithoutRetry(t *testing.T) {
 		t.Fatalf("Release = %v, %v; want nothing lost", lost, err)
 	}
 	want := held
-	want.Status = tasks.TaskPending
+	want.Status = tasks.TaskStatusPending
 	want.LeaseExpiresAt = nil
 	want.RunAfter = at(f.clock.Now())
 	if diff := cmp.Diff(want, taskRow(t, f, first.ID)); diff != "" {
@@ -529,7 +529,7 @@ func TestBackoffStaysCappedAfterManyRetries(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{BackoffBase: time.Second, BackoffMax: time.Minute})
-	job := f.job(t, tasks.JobSpec{Concurrency: 1, MaxRetries: 70}, 1)
+	job := f.job(t, tasks.JobOptions{Concurrency: 1, MaxRetries: 70}, 1)
 	for i := range 70 {
 		task := claimOne(t, f, "w1")
 		if err := f.queue.Fail(ctx, task, errors.New("HTTP 503"), false); err != nil {
@@ -559,7 +559,7 @@ func TestFinishWritesThroughAMomentaryLock(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 2}, 2)
+	job := f.job(t, tasks.JobOptions{Concurrency: 2}, 2)
 	first, second := claimOne(t, f, "w1"), claimOne(t, f, "w1")
 
 	lock := func(id string) pgx.Tx {
@@ -618,7 +618,7 @@ func TestRollUpPassesOverLockedTallies(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 8}, 8) // two shards of four
+	job := f.job(t, tasks.JobOptions{Concurrency: 8}, 8) // two shards of four
 	var outcomes []tasks.Outcome
 	for range 8 {
 		outcomes = append(outcomes, tasks.Outcome{Task: claimOne(t, f, "w"), Result: okResult()})

@@ -20,7 +20,7 @@ func TestFinishWritesLinksWithTheOutcome(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 4, FindLinks: true}, 2)
+	job := f.job(t, tasks.JobOptions{Concurrency: 4, FindLinks: true}, 2)
 	claimed, err := f.queue.Claim(ctx, "w", 2)
 	if err != nil || len(claimed) != 2 {
 		t.Fatalf("Claim = %d, %v", len(claimed), err)
@@ -35,7 +35,7 @@ func TestFinishWritesLinksWithTheOutcome(t *testing.T) {
 	for _, b := range badLinks {
 		ok.Links = append(ok.Links, b.link)
 	}
-	failed := tasks.Result{Err: context.DeadlineExceeded, Links: []tasks.Page{{Path: "/from-a-failure"}}}
+	failed := tasks.TaskResult{Err: context.DeadlineExceeded, Links: []tasks.Page{{Path: "/from-a-failure"}}}
 	rep, err := f.queue.Finish(ctx, []tasks.Outcome{{Task: claimed[0], Result: ok}, {Task: claimed[1], Result: failed}})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestBadLinkIsDroppedAndTheOutcomeWritten(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 1, FindLinks: true}, len(badLinks)+1)
+	job := f.job(t, tasks.JobOptions{Concurrency: 1, FindLinks: true}, len(badLinks)+1)
 	before := queuedTasks(t, f, job.ID)
 	pagesBefore := len(snapshot(t, f).Pages)
 
@@ -132,7 +132,7 @@ func TestBadLinkIsDroppedAndTheOutcomeWritten(t *testing.T) {
 				t.Errorf("report (-want +got):\n%s", diff)
 			}
 			row := rowsOf[taskRecord](t, f, "SELECT * FROM tasks WHERE id = '"+task.ID+"'")[0]
-			if row.Status != tasks.TaskCompleted || row.StatusCode == nil || *row.StatusCode != 200 {
+			if row.Status != tasks.TaskStatusCompleted || row.StatusCode == nil || *row.StatusCode != 200 {
 				t.Errorf("task after Finish: status %s, status code %v; want completed, 200", row.Status, row.StatusCode)
 			}
 			var paths []string

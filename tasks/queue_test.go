@@ -61,7 +61,7 @@ func setupConns(t testing.TB, cfg tasks.Config, conns int32) fixture {
 }
 
 // job creates a job with n pages /p0000.. of descending priority.
-func (f fixture) job(t testing.TB, spec tasks.JobSpec, n int) tasks.Job {
+func (f fixture) job(t testing.TB, spec tasks.JobOptions, n int) tasks.Job {
 	t.Helper()
 	ctx := context.Background()
 	if spec.Domain == "" {
@@ -87,8 +87,8 @@ func pages(n int) []tasks.Page {
 	return out
 }
 
-func okResult() tasks.Result {
-	return tasks.Result{
+func okResult() tasks.TaskResult {
+	return tasks.TaskResult{
 		StatusCode:    200,
 		ResponseTime:  120 * time.Millisecond,
 		CacheStatus:   "HIT",
@@ -102,7 +102,7 @@ func TestClaimTakesBestTaskAndCompleteRecordsResult(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 2}, 3)
+	job := f.job(t, tasks.JobOptions{Concurrency: 2}, 3)
 
 	task, err := f.queue.ClaimOne(ctx, "w1")
 	if err != nil {
@@ -141,7 +141,7 @@ func TestClaimRespectsConcurrencyAndPause(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 3}, 10)
+	job := f.job(t, tasks.JobOptions{Concurrency: 3}, 10)
 
 	claimed, err := f.queue.Claim(ctx, "w1", 10)
 	if err != nil {
@@ -174,7 +174,7 @@ func TestRunJobToCompletion(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 4, MaxPages: 20}, 25)
+	job := f.job(t, tasks.JobOptions{Concurrency: 4, MaxPages: 20}, 25)
 	var paths []string
 	for {
 		claimed, err := f.queue.Claim(ctx, "w1", 7)
@@ -214,7 +214,7 @@ func TestRunJobToCompletion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Status != tasks.JobCompleted {
+	if got.Status != tasks.JobStatusCompleted {
 		t.Errorf("job status %s, want completed", got.Status)
 	}
 	want := tasks.Progress{Total: 25, Completed: 20, Skipped: 5, Percent: 100}
@@ -246,7 +246,7 @@ func TestEnqueueReopensCompletedJob(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 8}, 3)
+	job := f.job(t, tasks.JobOptions{Concurrency: 8}, 3)
 	for {
 		claimed, err := f.queue.Claim(ctx, "w", 10)
 		if err != nil {
@@ -264,7 +264,7 @@ func TestEnqueueReopensCompletedJob(t *testing.T) {
 	if _, err := f.queue.Maintain(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := f.queue.Job(ctx, job.ID); got.Status != tasks.JobCompleted {
+	if got, _ := f.queue.Job(ctx, job.ID); got.Status != tasks.JobStatusCompleted {
 		t.Fatalf("setup: job %s, want completed", got.Status)
 	}
 
@@ -281,7 +281,7 @@ func TestEnqueueReopensCompletedJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := tasks.Progress{Total: 4, Completed: 3, Pending: 1, Percent: 75}
-	if got.Status != tasks.JobRunning || got.CompletedAt != nil {
+	if got.Status != tasks.JobStatusRunning || got.CompletedAt != nil {
 		t.Fatalf("reopened job: status %s, completed_at %v", got.Status, got.CompletedAt)
 	}
 	if diff := cmp.Diff(want, got.Progress); diff != "" {
@@ -303,7 +303,7 @@ func TestReopenedJobDealsToEveryShard(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	job := f.job(t, tasks.JobSpec{Concurrency: 8}, 1)
+	job := f.job(t, tasks.JobOptions{Concurrency: 8}, 1)
 	if err := f.queue.Complete(ctx, claimOne(t, f, "w"), okResult()); err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func TestReopenedJobDealsToEveryShard(t *testing.T) {
 	}
 	perShard := map[int16]int{}
 	for _, q := range queuedTasks(t, f, job.ID) {
-		if q.Status == tasks.TaskPending {
+		if q.Status == tasks.TaskStatusPending {
 			perShard[q.Shard]++
 		}
 	}
@@ -340,7 +340,7 @@ func TestLoweringConcurrencyStrandsNoTask(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{BackoffBase: time.Millisecond, BackoffMax: time.Millisecond})
-	job := f.job(t, tasks.JobSpec{Concurrency: 40}, 40) // 10 shards of 4
+	job := f.job(t, tasks.JobOptions{Concurrency: 40}, 40) // 10 shards of 4
 	var onLast tasks.Task
 	for onLast.ID == "" {
 		claimed, err := f.queue.Claim(ctx, "w", 4)
@@ -384,9 +384,9 @@ func TestJobsListsNewestFirstWithProgress(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	first := f.job(t, tasks.JobSpec{ID: "first", Domain: "a.example"}, 3)
-	f.job(t, tasks.JobSpec{ID: "second", Domain: "b.example"}, 0)
-	third := f.job(t, tasks.JobSpec{ID: "third", Domain: "a.example"}, 2)
+	first := f.job(t, tasks.JobOptions{ID: "first", Domain: "a.example"}, 3)
+	f.job(t, tasks.JobOptions{ID: "second", Domain: "b.example"}, 0)
+	third := f.job(t, tasks.JobOptions{ID: "third", Domain: "a.example"}, 2)
 	if err := f.queue.PauseJob(ctx, third.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -416,7 +416,7 @@ func TestJobsListsNewestFirstWithProgress(t *testing.T) {
 		t.Errorf("CreateJob's job has domain %q, want a.example", first.Domain)
 	}
 
-	some, err := f.queue.Jobs(ctx, tasks.JobFilter{Statuses: []tasks.JobStatus{tasks.JobPending, tasks.JobPaused}})
+	some, err := f.queue.Jobs(ctx, tasks.JobFilter{Statuses: []tasks.JobStatus{tasks.JobStatusPending, tasks.JobStatusPaused}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,8 +63,8 @@ func fetchColumnsOf(t *testing.T, r taskRecord) fetchColumns {
 
 // warmedResult is a fetch that found the page not cached, checked the
 // cache twice and confirmed it warm with a second request.
-func warmedResult() tasks.Result {
-	return tasks.Result{
+func warmedResult() tasks.TaskResult {
+	return tasks.TaskResult{
 		StatusCode:    200,
 		ResponseTime:  412 * time.Millisecond,
 		CacheStatus:   "MISS",
@@ -96,7 +96,7 @@ func TestFinishStoresTheFetch(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	f.job(t, tasks.JobSpec{Concurrency: 3}, 3)
+	f.job(t, tasks.JobOptions{Concurrency: 3}, 3)
 	claimed, err := f.queue.Claim(ctx, "w1", 3)
 	if err != nil || len(claimed) != 3 {
 		t.Fatalf("claimed %d tasks, %v; want 3", len(claimed), err)
@@ -105,7 +105,7 @@ func TestFinishStoresTheFetch(t *testing.T) {
 	warmed := warmedResult()
 	hit := warmedResult()
 	hit.CacheStatus, hit.RedirectURL, hit.Second, hit.CacheCheckAttempts = "HIT", "", nil, nil
-	failed := tasks.Result{Err: errors.New("dial tcp: connection refused"), Permanent: true}
+	failed := tasks.TaskResult{Err: errors.New("dial tcp: connection refused"), Permanent: true}
 	rep, err := f.queue.Finish(ctx, []tasks.Outcome{
 		{Task: claimed[0], Result: warmed}, {Task: claimed[1], Result: hit}, {Task: claimed[2], Result: failed},
 	})
@@ -157,16 +157,16 @@ func TestFinishRefusesNegativeFetchTimes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	f := setup(t, tasks.Config{})
-	f.job(t, tasks.JobSpec{}, 1)
+	f.job(t, tasks.JobOptions{}, 1)
 	task, err := f.queue.ClaimOne(ctx, "w1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases := map[string]func(*tasks.Result){
-		"outcomes[0].Result.Timing":                      func(r *tasks.Result) { r.Timing.TTFB = -time.Millisecond },
-		"outcomes[0].Result.Second":                      func(r *tasks.Result) { r.Second.ResponseTime = -1 },
-		"outcomes[0].Result.Second.Timing":               func(r *tasks.Result) { r.Second.Timing.DNSLookup = -1 },
-		"outcomes[0].Result.CacheCheckAttempts[1].Delay": func(r *tasks.Result) { r.CacheCheckAttempts[1].Delay = -1 },
+	cases := map[string]func(*tasks.TaskResult){
+		"outcomes[0].Result.Timing":                      func(r *tasks.TaskResult) { r.Timing.TTFB = -time.Millisecond },
+		"outcomes[0].Result.Second":                      func(r *tasks.TaskResult) { r.Second.ResponseTime = -1 },
+		"outcomes[0].Result.Second.Timing":               func(r *tasks.TaskResult) { r.Second.Timing.DNSLookup = -1 },
+		"outcomes[0].Result.CacheCheckAttempts[1].Delay": func(r *tasks.TaskResult) { r.CacheCheckAttempts[1].Delay = -1 },
 	}
 	before, row := takeFingerprint(t, f), taskRow(t, f, task.ID)
 	for arg, edit := range cases {

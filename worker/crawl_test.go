@@ -32,7 +32,7 @@ func TestPoolCrawlsDiscoveredPagesOnce(t *testing.T) {
 			srv := httptest.NewServer(site)
 			t.Cleanup(srv.Close)
 			f := setup(t, tasks.Config{})
-			job, err := f.queue.CreateJob(ctx, tasks.JobSpec{
+			job, err := f.queue.CreateJob(ctx, tasks.JobOptions{
 				Domain: strings.TrimPrefix(srv.URL, "http://"), Concurrency: 16, MaxPages: tc.maxPages, FindLinks: true,
 			})
 			if err != nil {
@@ -51,7 +51,7 @@ func TestPoolCrawlsDiscoveredPagesOnce(t *testing.T) {
 			})
 			done := func() bool {
 				j, err := f.queue.Job(ctx, job.ID)
-				return err == nil && j.Status == tasks.JobCompleted
+				return err == nil && j.Status == tasks.JobStatusCompleted
 			}
 			stats := runUntil(t, p, done)
 

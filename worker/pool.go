@@ -34,14 +34,14 @@ import (
 
 // Handler runs one task and says how it went.
 type Handler interface {
-	Handle(ctx context.Context, t tasks.Task) tasks.Result
+	Handle(ctx context.Context, t tasks.Task) tasks.TaskResult
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(context.Context, tasks.Task) tasks.Result
+type HandlerFunc func(context.Context, tasks.Task) tasks.TaskResult
 
 // Handle calls f.
-func (f HandlerFunc) Handle(ctx context.Context, t tasks.Task) tasks.Result { return f(ctx, t) }
+func (f HandlerFunc) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult { return f(ctx, t) }
 
 // Config tunes a Pool. Zero values take the defaults given.
 type Config struct {
@@ -376,11 +376,11 @@ func (p *Pool) run(ctx, workCtx context.Context, t tasks.Task) {
 }
 
 // handle calls the handler, turning a panic into a failure.
-func (p *Pool) handle(ctx context.Context, t tasks.Task) (res tasks.Result) {
+func (p *Pool) handle(ctx context.Context, t tasks.Task) (res tasks.TaskResult) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.cfg.Logger.Error("handler panicked", "task", t.ID, "panic", r)
-			res = tasks.Result{Err: fmt.Errorf("handler panicked: %v", r)}
+			res = tasks.TaskResult{Err: fmt.Errorf("handler panicked: %v", r)}
 		}
 	}()
 	return p.handler.Handle(ctx, t)

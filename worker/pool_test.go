@@ -31,7 +31,7 @@ func setup(t *testing.T, cfg tasks.Config) fixture {
 func (f fixture) job(t *testing.T, concurrency, n int) string {
 	t.Helper()
 	ctx := context.Background()
-	job, err := f.queue.CreateJob(ctx, tasks.JobSpec{Domain: "example.com", Concurrency: concurrency})
+	job, err := f.queue.CreateJob(ctx, tasks.JobOptions{Domain: "example.com", Concurrency: concurrency})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ type recorder struct {
 	running atomic.Int64
 }
 
-func (r *recorder) Handle(ctx context.Context, t tasks.Task) tasks.Result {
+func (r *recorder) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult {
 	r.running.Add(1)
 	defer r.running.Add(-1)
 	r.mu.Lock()
@@ -93,10 +93,10 @@ func (r *recorder) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 		select {
 		case <-time.After(r.delay):
 		case <-ctx.Done():
-			return tasks.Result{Err: ctx.Err()}
+			return tasks.TaskResult{Err: ctx.Err()}
 		}
 	}
-	return tasks.Result{StatusCode: 200, ResponseTime: r.delay, ContentType: "text/html"}
+	return tasks.TaskResult{StatusCode: 200, ResponseTime: r.delay, ContentType: "text/html"}
 }
 
 func (r *recorder) ranTwice() int {
@@ -165,7 +165,7 @@ func TestPoolDrainsJobsExactlyOnce(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if job.Status != tasks.JobCompleted || job.Progress.Completed != job.Progress.Total {
+				if job.Status != tasks.JobStatusCompleted || job.Progress.Completed != job.Progress.Total {
 					t.Errorf("job %s: status %s, progress %+v", id, job.Status, job.Progress)
 				}
 			}
@@ -267,16 +267,16 @@ func TestPoolPollOnly(t *testing.T) {
 func TestPoolRecoversFromPanickingHandler(t *testing.T) {
 	t.Parallel()
 	f := setup(t, tasks.Config{BackoffBase: time.Millisecond})
-	jobID, err := f.queue.CreateJob(context.Background(), tasks.JobSpec{Domain: "example.com", NoRetries: true})
+	jobID, err := f.queue.CreateJob(context.Background(), tasks.JobOptions{Domain: "example.com", NoRetries: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.enqueue(t, jobID.ID, 0, 20)
-	h := worker.HandlerFunc(func(_ context.Context, t tasks.Task) tasks.Result {
+	h := worker.HandlerFunc(func(_ context.Context, t tasks.Task) tasks.TaskResult {
 		if t.Path == "/p000007" {
 			panic("boom")
 		}
-		return tasks.Result{StatusCode: 200}
+		return tasks.TaskResult{StatusCode: 200}
 	})
 	p := worker.New(f.queue, h, worker.Config{Workers: 3})
 	stats := runUntil(t, p, func() bool { return p.Stats().Completed+p.Stats().Failed == 20 })

@@ -138,7 +138,7 @@ func (c *counters) finishCall(d time.Duration) { c.finishLatency.Record(d) }
 
 func (c *counters) rescued(rs []tasks.Rescued) {
 	for _, r := range rs {
-		if r.Status == tasks.TaskFailed {
+		if r.Status == tasks.TaskStatusFailed {
 			c.rescuedFailed.Add(1)
 		} else {
 			c.rescuedRetried.Add(1)

@@ -424,7 +424,7 @@ type secondOutput struct {
 	SecondContentTransferTime int64       `json:"second_content_transfer_time"`
 }
 
-func newFetchOutput(r tasks.Result) fetchOutput {
+func newFetchOutput(r tasks.TaskResult) fetchOutput {
 	ms := time.Duration.Milliseconds
 	out := fetchOutput{
 		StatusCode: r.StatusCode, ResponseTime: ms(r.ResponseTime),
@@ -473,7 +473,7 @@ func burnTaskq(ctx context.Context, cfg config, dbURL, variantSQL string) (burn,
 	}
 	defer d.Close()
 	q := d.Queue()
-	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: "bench.example.com", Concurrency: cfg.jobs})
+	job, err := q.CreateJob(ctx, tasks.JobOptions{Domain: "bench.example.com", Concurrency: cfg.jobs})
 	if err != nil {
 		return burn{}, err
 	}
@@ -490,7 +490,7 @@ func burnTaskq(ctx context.Context, cfg config, dbURL, variantSQL string) (burn,
 	if _, err := d.Pool().Exec(ctx, "VACUUM ANALYZE"); err != nil {
 		return burn{}, err
 	}
-	p := worker.New(q, worker.HandlerFunc(func(_ context.Context, t tasks.Task) tasks.Result {
+	p := worker.New(q, worker.HandlerFunc(func(_ context.Context, t tasks.Task) tasks.TaskResult {
 		return crawl.Simulator{}.Result(t)
 	}), worker.Config{Workers: cfg.workers, ClaimBatch: cfg.batch, ListenURL: dbURL})
 	runCtx, stop := context.WithCancel(ctx)

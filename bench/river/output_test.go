@@ -22,7 +22,7 @@ func TestRiverOutputIsTheTaskRow(t *testing.T) {
 	ctx := context.Background()
 	pool := pgtest.New(t)
 	q := tasks.New(pool, tasks.Config{})
-	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: "bench.example.com", Concurrency: 5000})
+	job, err := q.CreateJob(ctx, tasks.JobOptions{Domain: "bench.example.com", Concurrency: 5000})
 	if err != nil {
 		t.Fatal(err)
 	}

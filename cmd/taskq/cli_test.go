@@ -476,7 +476,7 @@ func TestWork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.Status == tasks.JobCompleted {
+		if j.Status == tasks.JobStatusCompleted {
 			break
 		}
 		if time.Now().After(deadline) {

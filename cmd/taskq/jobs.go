@@ -184,7 +184,7 @@ stays paused; a cancelled or failed job takes no pages (exit 5).`, stderr)
 	if err != nil {
 		return jobError(err, jobID)
 	}
-	if job.Status == tasks.JobCancelled || job.Status == tasks.JobFailed {
+	if job.Status == tasks.JobStatusCancelled || job.Status == tasks.JobStatusFailed {
 		return exitError{exitJobRefused, fmt.Errorf("job %s is %s: it takes no more pages", job.ID, job.Status)}
 	}
 
@@ -503,7 +503,7 @@ It cannot be undone.`,
 			return jobError(getErr, id)
 		}
 		now := string(job.Status)
-		if now == done || (action == "resume" && job.Status == tasks.JobRunning) {
+		if now == done || (action == "resume" && job.Status == tasks.JobStatusRunning) {
 			return exitError{exitJobRefused, fmt.Errorf("job %s is %s already", id, now)}
 		}
 		return exitError{exitJobRefused, fmt.Errorf("job %s is %s: only a %s job can be %s", id, now, from, done)}

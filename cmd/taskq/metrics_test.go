@@ -43,7 +43,7 @@ func TestWorkServesMetrics(t *testing.T) {
 	url := pgtest.URL(t, migrate.VersionLatest)
 	q := tasks.New(pgtest.Pool(t, url, 2), tasks.Config{})
 	ctx := context.Background()
-	job, err := q.CreateJob(ctx, tasks.JobSpec{Domain: "example.com"})
+	job, err := q.CreateJob(ctx, tasks.JobOptions{Domain: "example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}

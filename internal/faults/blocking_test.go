@@ -147,7 +147,7 @@ func pendingJob(t *testing.T, q *tasks.Queue, n int) string {
 func okOutcomes(claimed []tasks.Task) []tasks.Outcome {
 	out := make([]tasks.Outcome, len(claimed))
 	for i, task := range claimed {
-		out[i] = tasks.Outcome{Task: task, Result: tasks.Result{StatusCode: 200, ContentType: "text/html"}}
+		out[i] = tasks.Outcome{Task: task, Result: tasks.TaskResult{StatusCode: 200, ContentType: "text/html"}}
 	}
 	return out
 }

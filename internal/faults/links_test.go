@@ -22,7 +22,7 @@ import (
 func crawlJob(t *testing.T, q *tasks.Queue, domain string, concurrency, maxPages int) string {
 	t.Helper()
 	ctx := context.Background()
-	job, err := q.CreateJob(ctx, tasks.JobSpec{
+	job, err := q.CreateJob(ctx, tasks.JobOptions{
 		Domain: domain, Concurrency: concurrency, MaxPages: maxPages, FindLinks: true,
 	})
 	if err != nil {

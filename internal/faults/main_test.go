@@ -265,7 +265,7 @@ func createJobs(t *testing.T, q *tasks.Queue, specs []jobSpec) (ids []string, to
 	t.Helper()
 	ctx := context.Background()
 	for i, s := range specs {
-		job, err := q.CreateJob(ctx, tasks.JobSpec{
+		job, err := q.CreateJob(ctx, tasks.JobOptions{
 			Domain: fmt.Sprintf("site%d.example", i), Concurrency: s.concurrency, MaxRetries: s.maxRetries,
 		})
 		if err != nil {
@@ -524,7 +524,7 @@ func checkFinal(t *testing.T, pool *pgxpool.Pool, q *tasks.Queue, jobIDs []strin
 		}
 		want.Percent = 100
 		sum += job.Progress.Total
-		if diff := cmp.Diff(want, job.Progress); diff != "" || job.Status != tasks.JobCompleted {
+		if diff := cmp.Diff(want, job.Progress); diff != "" || job.Status != tasks.JobStatusCompleted {
 			t.Errorf("job %s: status %s, progress against its tasks' rows (-want +got):\n%s", id, job.Status, diff)
 		}
 	}

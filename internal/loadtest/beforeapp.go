@@ -158,7 +158,7 @@ func claimAppTask(ctx context.Context, q *gen.Queries, pool *pgxpool.Pool, jobs 
 type appOutcome struct {
 	id  string
 	at  time.Time
-	res tasks.Result
+	res tasks.TaskResult
 }
 
 // appBatchWriter is the application's BatchManager: one goroutine writes

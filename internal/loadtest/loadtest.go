@@ -341,7 +341,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	defer stop()
 	sampler := startSampler(runCtx, dbURL)
 	runs := &runCounter{}
-	handler := worker.HandlerFunc(func(ctx context.Context, t tasks.Task) tasks.Result {
+	handler := worker.HandlerFunc(func(ctx context.Context, t tasks.Task) tasks.TaskResult {
 		runs.ran(t.ID)
 		return crawl.Simulator{Delay: cfg.Delay, Site: sites[t.JobID]}.Handle(ctx, t)
 	})
@@ -463,7 +463,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 				return nil, nil, err
 			}
 		} else {
-			job, err := queue.CreateJob(ctx, tasks.JobSpec{
+			job, err := queue.CreateJob(ctx, tasks.JobOptions{
 				Domain: domain, OrganisationID: &o.id, UserID: &o.user, Concurrency: cfg.Concurrency,
 				FindLinks: mode.Discovers(),
 			})
@@ -610,7 +610,7 @@ func legacyEnqueue(ctx context.Context, q *gen.Queries, pool *pgxpool.Pool, jobI
 
 // legacyResult is the old completion's row: every column the application
 // wrote, the second request's only when one was made.
-func legacyResult(id string, r tasks.Result) gen.LegacyTaskCompleteParams {
+func legacyResult(id string, r tasks.TaskResult) gen.LegacyTaskCompleteParams {
 	code, length := int32(r.StatusCode), r.ContentLength
 	p := gen.LegacyTaskCompleteParams{
 		ID: id, StatusCode: &code, ResponseTime: msPtr(r.ResponseTime), ContentLength: &length,

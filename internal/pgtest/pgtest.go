@@ -24,9 +24,9 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver pgtestdb uses
 	"github.com/peterldowns/pgtestdb"
 
+	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/internal/localpg"
 	"github.com/blue-banded-bee/taskq/migrate"
-	"github.com/blue-banded-bee/taskq/tasks"
 )
 
 // EnvURL names the environment variable that points tests at a server.
@@ -70,17 +70,16 @@ func New(t testing.TB) *pgxpool.Pool {
 	return Pool(t, URL(t, migrate.VersionLatest), 8)
 }
 
-// Pool opens a pool of at most maxConns connections to url, with the queue's
-// session settings (tasks.ConfigurePool), closed when the test ends (before
-// pgtestdb drops the database).
+// Pool opens a pool of at most maxConns connections to url, set up as
+// db.Open sets up production's (session timeouts, the queue's statement
+// settings), closed when the test ends (before pgtestdb drops the database).
 func Pool(t testing.TB, url string, maxConns int32) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(url)
+	// Production's pool set-up, timeouts included.
+	cfg, err := db.PoolConfig(url, db.Options{MaxConns: maxConns})
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	cfg.MaxConns = maxConns
-	tasks.ConfigurePool(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)

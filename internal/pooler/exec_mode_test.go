@@ -163,7 +163,7 @@ func TestDefaultExecModeBreaksThroughPooler(t *testing.T) {
 func createJobOnSecondClient(t *testing.T, d *db.DB) error {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := d.CreateJob(ctx, tasks.JobSpec{Domain: "first.example"}); err != nil {
+	if _, err := d.CreateJob(ctx, tasks.JobOptions{Domain: "first.example"}); err != nil {
 		t.Fatalf("CreateJob on the first client: %v", err)
 	}
 	first, err := d.Pool().Acquire(ctx)
@@ -171,7 +171,7 @@ func createJobOnSecondClient(t *testing.T, d *db.DB) error {
 		t.Fatal(err)
 	}
 	defer first.Release()
-	_, err = d.CreateJob(ctx, tasks.JobSpec{Domain: "second.example"})
+	_, err = d.CreateJob(ctx, tasks.JobOptions{Domain: "second.example"})
 	return err
 }
 
@@ -182,7 +182,7 @@ func createJobOnSecondClient(t *testing.T, d *db.DB) error {
 func getJobOnOtherServer(t *testing.T, f fixture, d *db.DB) error {
 	t.Helper()
 	ctx := context.Background()
-	j, err := d.CreateJob(ctx, tasks.JobSpec{Domain: "example.com"})
+	j, err := d.CreateJob(ctx, tasks.JobOptions{Domain: "example.com"})
 	if err != nil {
 		t.Fatalf("CreateJob: %v", err)
 	}
@@ -220,7 +220,7 @@ func queueTraffic(d *db.DB, n int) []error {
 			worker := fmt.Sprintf("w%d", g)
 			var jobID string
 			for range 5 { // until the job exists
-				j, err := d.CreateJob(ctx, tasks.JobSpec{Domain: worker + ".example", Concurrency: 20})
+				j, err := d.CreateJob(ctx, tasks.JobOptions{Domain: worker + ".example", Concurrency: 20})
 				if !record(err) {
 					jobID = j.ID
 					break
@@ -240,7 +240,7 @@ func queueTraffic(d *db.DB, n int) []error {
 					continue
 				}
 				for i := range claimed {
-					record(d.CompleteTask(ctx, &claimed[i], tasks.Result{StatusCode: 200}))
+					record(d.CompleteTask(ctx, &claimed[i], tasks.TaskResult{StatusCode: 200}))
 				}
 				_, err = d.GetJob(ctx, jobID)
 				record(err)

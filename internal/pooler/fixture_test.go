@@ -56,7 +56,7 @@ func (f fixture) open(t *testing.T, opts db.Options) *db.DB {
 }
 
 // job creates a job with pages /p00000 ... of descending priority.
-func job(t *testing.T, d *db.DB, spec tasks.JobSpec, n int) string {
+func job(t *testing.T, d *db.DB, spec tasks.JobOptions, n int) string {
 	t.Helper()
 	ctx := context.Background()
 	j, err := d.CreateJob(ctx, spec)

@@ -23,7 +23,7 @@ func TestLockWaitQueriesThroughPooler(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t, pgbouncertest.Options{PoolSize: 2})
 	d := f.open(t, db.Options{Pooler: true})
-	id := job(t, d, tasks.JobSpec{Domain: "example.com"}, 1)
+	id := job(t, d, tasks.JobOptions{Domain: "example.com"}, 1)
 
 	blocker := connect(t, f.directURL, pgx.QueryExecModeCacheStatement)
 	waiter := connect(t, f.directURL, pgx.QueryExecModeCacheStatement)

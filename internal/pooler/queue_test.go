@@ -71,8 +71,8 @@ func TestQueueThroughPoolerExactlyOnce(t *testing.T) {
 	d := f.open(t, db.Options{Pooler: true, MaxConns: goroutines + 2, Queue: cfg})
 	q := d.Queue()
 
-	big := job(t, d, tasks.JobSpec{Domain: "big.example", Concurrency: 40}, 0)
-	capped := job(t, d, tasks.JobSpec{Domain: "capped.example", Concurrency: 8, MaxPages: capPages}, 400)
+	big := job(t, d, tasks.JobOptions{Domain: "big.example", Concurrency: 40}, 0)
+	capped := job(t, d, tasks.JobOptions{Domain: "capped.example", Concurrency: 8, MaxPages: capPages}, 400)
 	wantFinal := 1250 + capPages // tasks that end completed or failed
 
 	var (
@@ -137,14 +137,14 @@ func TestQueueThroughPoolerExactlyOnce(t *testing.T) {
 				handBack = append(handBack, c)
 				continue
 			case batch:
-				r := tasks.Result{StatusCode: 200, ContentType: "text/html"}
+				r := tasks.TaskResult{StatusCode: 200, ContentType: "text/html"}
 				if a != complete {
-					r = tasks.Result{Err: errors.New("boom"), Permanent: a == failHard}
+					r = tasks.TaskResult{Err: errors.New("boom"), Permanent: a == failHard}
 				}
 				outcomes = append(outcomes, tasks.Outcome{Task: c, Result: r})
 				continue
 			case a == complete:
-				err = d.CompleteTask(ctx, &c, tasks.Result{StatusCode: 200})
+				err = d.CompleteTask(ctx, &c, tasks.TaskResult{StatusCode: 200})
 			case a == retry:
 				err = d.FailTask(ctx, &c, errors.New("boom"))
 			case a == failHard:
@@ -331,7 +331,7 @@ func TestQueueThroughPoolerExactlyOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if j.Status != tasks.JobCompleted || j.CompletedAt == nil {
+		if j.Status != tasks.JobStatusCompleted || j.CompletedAt == nil {
 			t.Errorf("job %s: status %s, completed at %v; want completed", id, j.Status, j.CompletedAt)
 		}
 		got[id] = j.Progress

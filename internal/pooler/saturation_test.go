@@ -28,7 +28,7 @@ func TestPoolerSaturationIsRetryable(t *testing.T) {
 		ctx := context.Background()
 		f := setup(t, pgbouncertest.Options{PoolSize: 1, Settings: map[string]string{"query_wait_timeout": "1"}})
 		d := f.open(t, db.Options{Pooler: true})
-		id := job(t, d, tasks.JobSpec{Domain: "example.com"}, 1)
+		id := job(t, d, tasks.JobOptions{Domain: "example.com"}, 1)
 
 		// Another client's open transaction holds the only server
 		// connection.
@@ -60,7 +60,7 @@ func TestPoolerSaturationIsRetryable(t *testing.T) {
 		ctx := context.Background()
 		f := setup(t, pgbouncertest.Options{MaxClientConn: 2})
 		d := f.open(t, db.Options{Pooler: true, MaxConns: 4}) // one client connection so far
-		id := job(t, d, tasks.JobSpec{Domain: "example.com"}, 1)
+		id := job(t, d, tasks.JobOptions{Domain: "example.com"}, 1)
 		connect(t, f.bouncer.URL, pgx.QueryExecModeSimpleProtocol) // the second, and last
 
 		held, err := d.Pool().Acquire(ctx) // the next call needs a new client connection

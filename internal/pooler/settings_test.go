@@ -65,7 +65,7 @@ func TestRoleSettingsApplyThroughPooler(t *testing.T) {
 	// A queue statement waiting on a lock (held on a direct connection)
 	// longer than statement_timeout, but not lock_timeout, comes back as
 	// the queue's ErrTimeout.
-	id := job(t, d, tasks.JobSpec{Domain: "example.com"}, 1)
+	id := job(t, d, tasks.JobOptions{Domain: "example.com"}, 1)
 	tx, err := direct.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

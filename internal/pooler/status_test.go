@@ -25,7 +25,7 @@ func TestJobStatusTransitionsThroughPooler(t *testing.T) {
 	f := setup(t, pgbouncertest.Options{PoolSize: 2})
 	d := f.open(t, db.Options{Pooler: true})
 
-	id := job(t, d, tasks.JobSpec{Domain: "example.com", Concurrency: 2}, 10)
+	id := job(t, d, tasks.JobOptions{Domain: "example.com", Concurrency: 2}, 10)
 	status := func() tasks.JobStatus {
 		t.Helper()
 		j, err := d.GetJob(ctx, id)
@@ -51,32 +51,32 @@ func TestJobStatusTransitionsThroughPooler(t *testing.T) {
 		}
 	}
 
-	if got := status(); got != tasks.JobRunning {
+	if got := status(); got != tasks.JobStatusRunning {
 		t.Fatalf("after enqueue: status %s, want running", got)
 	}
 	running, err := d.ClaimNextTask(ctx, "w1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	step("PauseJob", d.PauseJob(ctx, id), nil, tasks.JobPaused)
+	step("PauseJob", d.PauseJob(ctx, id), nil, tasks.JobStatusPaused)
 	if _, err := d.ClaimNextTask(ctx, "w1"); !errors.Is(err, db.ErrNoTasksAvailable) {
 		t.Fatalf("claim from a paused job: error %v, want ErrNoTasksAvailable", err)
 	}
-	step("PauseJob again", d.PauseJob(ctx, id), db.ErrInvalidTransition, tasks.JobPaused)
-	step("ResumeJob", d.ResumeJob(ctx, id), nil, tasks.JobRunning)
-	step("ResumeJob again", d.ResumeJob(ctx, id), db.ErrInvalidTransition, tasks.JobRunning)
+	step("PauseJob again", d.PauseJob(ctx, id), db.ErrInvalidTransition, tasks.JobStatusPaused)
+	step("ResumeJob", d.ResumeJob(ctx, id), nil, tasks.JobStatusRunning)
+	step("ResumeJob again", d.ResumeJob(ctx, id), db.ErrInvalidTransition, tasks.JobStatusRunning)
 	if _, err := d.ClaimNextTask(ctx, "w1"); err != nil {
 		t.Fatalf("claim after resume: %v", err)
 	}
-	step("CancelJob", d.CancelJob(ctx, id), nil, tasks.JobCancelled)
-	step("CancelJob again", d.CancelJob(ctx, id), db.ErrInvalidTransition, tasks.JobCancelled)
+	step("CancelJob", d.CancelJob(ctx, id), nil, tasks.JobStatusCancelled)
+	step("CancelJob again", d.CancelJob(ctx, id), db.ErrInvalidTransition, tasks.JobStatusCancelled)
 	_, err = d.EnqueuePages(ctx, id, pages(10, 12))
-	step("EnqueuePages into a cancelled job", err, db.ErrInvalidTransition, tasks.JobCancelled)
+	step("EnqueuePages into a cancelled job", err, db.ErrInvalidTransition, tasks.JobStatusCancelled)
 	if err := d.PauseJob(ctx, "no-such-job"); !errors.Is(err, db.ErrJobNotFound) {
 		t.Fatalf("PauseJob of an unknown job: error %v, want ErrJobNotFound", err)
 	}
 	// A task running when the job was cancelled may still record its result.
-	if err := d.CompleteTask(ctx, running, tasks.Result{StatusCode: 200}); err != nil {
+	if err := d.CompleteTask(ctx, running, tasks.TaskResult{StatusCode: 200}); err != nil {
 		t.Fatalf("complete a task of the cancelled job: %v", err)
 	}
 	if _, err := d.Queue().Maintain(ctx); err != nil {
@@ -95,7 +95,7 @@ func TestJobStatusTransitionsThroughPooler(t *testing.T) {
 	// The enum as a parameter, and a []string as a job_status[] parameter,
 	// outside the generated queries.
 	var n int
-	if err := d.Pool().QueryRow(ctx, "SELECT count(*) FROM jobs WHERE status = $1", tasks.JobCancelled).Scan(&n); err != nil || n != 1 {
+	if err := d.Pool().QueryRow(ctx, "SELECT count(*) FROM jobs WHERE status = $1", tasks.JobStatusCancelled).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("jobs with status = $1 (enum parameter): %d, %v", n, err)
 	}
 	if err := d.Pool().QueryRow(ctx, "SELECT count(*) FROM jobs WHERE status = ANY($1)",

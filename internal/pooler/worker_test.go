@@ -47,7 +47,7 @@ func TestWorkerPoolPollsThroughPooler(t *testing.T) {
 			go func() { done <- p.Run(runCtx) }()
 			waitFor(t, func() bool { return p.Stats().ClaimCalls >= 1 })
 
-			id := job(t, d, tasks.JobSpec{Domain: "example.com", Concurrency: 20}, n)
+			id := job(t, d, tasks.JobOptions{Domain: "example.com", Concurrency: 20}, n)
 			waitFor(t, func() bool { return p.Stats().Completed == n })
 			stop()
 			if err := <-done; err != nil {
@@ -71,7 +71,7 @@ func TestWorkerPoolPollsThroughPooler(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := tasks.Progress{Total: n, Completed: n, Percent: 100}
-			if diff := cmp.Diff(want, j.Progress); diff != "" || j.Status != tasks.JobCompleted {
+			if diff := cmp.Diff(want, j.Progress); diff != "" || j.Status != tasks.JobStatusCompleted {
 				t.Errorf("job %s, progress (-want +got):\n%s", j.Status, diff)
 			}
 			for path, r := range f.taskRows(t, id) {
@@ -194,14 +194,14 @@ type recorder struct {
 	runs map[string]int
 }
 
-func (r *recorder) Handle(_ context.Context, t tasks.Task) tasks.Result {
+func (r *recorder) Handle(_ context.Context, t tasks.Task) tasks.TaskResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.runs == nil {
 		r.runs = map[string]int{}
 	}
 	r.runs[t.ID]++
-	return tasks.Result{StatusCode: 200}
+	return tasks.TaskResult{StatusCode: 200}
 }
 
 func (r *recorder) ranTwice() int {

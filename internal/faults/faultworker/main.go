@@ -126,7 +126,7 @@ type handler struct {
 	hold         string
 }
 
-func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.Result {
+func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult {
 	var runID int64
 	if h.record {
 		err := h.pool.QueryRow(ctx, `
@@ -134,7 +134,7 @@ func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 			VALUES ($1, $2, $3, $4, clock_timestamp())
 			RETURNING id`, t.ID, t.Attempt, h.process, t.WorkerID).Scan(&runID)
 		if err != nil {
-			return tasks.Result{Err: fmt.Errorf("record start of run: %w", err)}
+			return tasks.TaskResult{Err: fmt.Errorf("record start of run: %w", err)}
 		}
 	}
 	if h.delay > 0 {
@@ -147,22 +147,22 @@ func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 	}
 	res := crawl.Simulator{Site: h.site}.Handle(ctx, t)
 	if ctx.Err() != nil {
-		res = tasks.Result{Err: ctx.Err()}
+		res = tasks.TaskResult{Err: ctx.Err()}
 	}
 	if h.enqueueLinks && res.Err == nil && len(res.Links) > 0 {
 		if _, err := h.queue.Enqueue(ctx, t.JobID, res.Links); err != nil {
 			h.logger.Warn("enqueue the links found", "task", t.ID, "err", err)
-			res = tasks.Result{Err: fmt.Errorf("enqueue the links found: %w", err)}
+			res = tasks.TaskResult{Err: fmt.Errorf("enqueue the links found: %w", err)}
 		}
 		res.Links = nil
 	}
 	if h.hold != "" {
 		if held, _ := path.Match(h.hold, t.Path); held {
 			if _, err := h.pool.Exec(ctx, "UPDATE fault_runs SET held_at = clock_timestamp() WHERE id = $1", runID); err != nil {
-				return tasks.Result{Err: fmt.Errorf("record hold of run: %w", err)}
+				return tasks.TaskResult{Err: fmt.Errorf("record hold of run: %w", err)}
 			}
 			<-ctx.Done()
-			res = tasks.Result{Err: ctx.Err()}
+			res = tasks.TaskResult{Err: ctx.Err()}
 		}
 	}
 	if h.record {
@@ -171,7 +171,7 @@ func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.Result {
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if _, err := h.pool.Exec(mctx, "UPDATE fault_runs SET ended_at = clock_timestamp() WHERE id = $1", runID); err != nil {
-			return tasks.Result{Err: fmt.Errorf("record end of run: %w", err)}
+			return tasks.TaskResult{Err: fmt.Errorf("record end of run: %w", err)}
 		}
 	}
 	return res
