@@ -20,7 +20,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/net/html"
 
 	"github.com/blue-banded-bee/taskq/tasks"
@@ -54,37 +53,29 @@ type Fetcher struct {
 }
 
 // DomainCache looks up and remembers each job's domain name and whether the
-// job follows links.
+// job follows links (tasks.Queue.JobSite).
 type DomainCache struct {
-	pool *pgxpool.Pool
-	mu   sync.Mutex
-	jobs map[string]JobSite
+	queue *tasks.Queue
+	mu    sync.Mutex
+	jobs  map[string]tasks.JobSite
 }
 
-// JobSite is what the fetcher needs to know of a task's job.
-type JobSite struct {
-	Domain    string
-	FindLinks bool
-}
-
-// NewDomainCache returns a cache reading from pool.
-func NewDomainCache(pool *pgxpool.Pool) *DomainCache {
-	return &DomainCache{pool: pool, jobs: map[string]JobSite{}}
+// NewDomainCache returns a cache reading through q.
+func NewDomainCache(q *tasks.Queue) *DomainCache {
+	return &DomainCache{queue: q, jobs: map[string]tasks.JobSite{}}
 }
 
 // Job returns the domain of a job and whether it follows links.
-func (c *DomainCache) Job(ctx context.Context, jobID string) (JobSite, error) {
+func (c *DomainCache) Job(ctx context.Context, jobID string) (tasks.JobSite, error) {
 	c.mu.Lock()
 	site, ok := c.jobs[jobID]
 	c.mu.Unlock()
 	if ok {
 		return site, nil
 	}
-	err := c.pool.QueryRow(ctx,
-		"SELECT d.name, j.find_links FROM jobs j JOIN domains d ON d.id = j.domain_id WHERE j.id = $1",
-		jobID).Scan(&site.Domain, &site.FindLinks)
+	site, err := c.queue.JobSite(ctx, jobID)
 	if err != nil {
-		return JobSite{}, fmt.Errorf("domain of job %s: %w", jobID, err)
+		return tasks.JobSite{}, err
 	}
 	c.mu.Lock()
 	c.jobs[jobID] = site

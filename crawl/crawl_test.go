@@ -69,7 +69,7 @@ func TestFetcherFindsLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(pool)}
+	f := &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(q)}
 
 	res := f.Handle(ctx, tasks.Task{JobID: follow.ID, Path: "/page/7", PriorityScore: 1})
 	if res.Err != nil || res.StatusCode != 200 {
@@ -156,7 +156,7 @@ func TestFetcherConfirmsTheCacheWarmed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(pool), CacheCheckDelay: time.Millisecond}
+	f := &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(q), CacheCheckDelay: time.Millisecond}
 
 	nonNegative := func(what string, tm tasks.Timing) {
 		t.Helper()

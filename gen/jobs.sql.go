@@ -243,6 +243,21 @@ func (q *Queries) JobLockDrained(ctx context.Context, db DBTX) ([]string, error)
 	return items, nil
 }
 
+const jobNotify = `-- name: JobNotify :exec
+SELECT pg_notify($1::text, $2::text)
+`
+
+type JobNotifyParams struct {
+	Channel string
+	JobID   string
+}
+
+// Wakes the workers listening for new pending tasks (ResumeJob).
+func (q *Queries) JobNotify(ctx context.Context, db DBTX, arg JobNotifyParams) error {
+	_, err := db.Exec(ctx, jobNotify, arg.Channel, arg.JobID)
+	return err
+}
+
 const jobProgressGet = `-- name: JobProgressGet :one
 SELECT
     j.id, j.domain_id, j.user_id, j.organisation_id, j.status, j.concurrency, j.max_pages, j.total_tasks, j.completed_tasks, j.failed_tasks, j.skipped_tasks, j.progress, j.created_at, j.started_at, j.completed_at, j.error_message, j.max_retries, j.find_links,
@@ -532,6 +547,27 @@ func (q *Queries) JobShardsRetire(ctx context.Context, db DBTX) ([]string, error
 		return nil, err
 	}
 	return items, nil
+}
+
+const jobSiteGet = `-- name: JobSiteGet :one
+SELECT d.name AS domain, j.find_links
+FROM jobs j
+JOIN domains d ON d.id = j.domain_id
+WHERE j.id = $1::text
+`
+
+type JobSiteGetRow struct {
+	Domain    string
+	FindLinks bool
+}
+
+// What a fetcher needs of a task's job: its domain's name and whether it
+// follows links. Relies on jobs_pkey and domains_pkey.
+func (q *Queries) JobSiteGet(ctx context.Context, db DBTX, id string) (JobSiteGetRow, error) {
+	row := db.QueryRow(ctx, jobSiteGet, id)
+	var i JobSiteGetRow
+	err := row.Scan(&i.Domain, &i.FindLinks)
+	return i, err
 }
 
 const jobStatusGet = `-- name: JobStatusGet :one

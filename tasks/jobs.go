@@ -342,6 +342,31 @@ func (q *Queue) Job(ctx context.Context, id string) (Job, error) {
 	return jobWithProgress(gen.JobProgressListRow(r)), nil
 }
 
+// JobSite is what a fetcher needs of a task's job.
+type JobSite struct {
+	Domain    string // the host the job's pages are on
+	FindLinks bool   // whether the job follows the links its pages yield
+}
+
+// JobSite returns the job's domain and whether it follows links.
+func (q *Queue) JobSite(ctx context.Context, id string) (JobSite, error) {
+	if err := checkID("id", id); err != nil {
+		return JobSite{}, err
+	}
+	var r gen.JobSiteGetRow
+	err := q.run(ctx, func(db gen.DBTX) (err error) {
+		r, err = q.q.JobSiteGet(ctx, db, id)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return JobSite{}, fmt.Errorf("job %s: %w", id, ErrJobNotFound)
+	}
+	if err != nil {
+		return JobSite{}, fmt.Errorf("job %s: %w", id, err)
+	}
+	return JobSite(r), nil
+}
+
 // JobFilter selects the jobs Jobs lists.
 type JobFilter struct {
 	// Statuses, when not empty, lists only jobs in one of them.
@@ -422,8 +447,7 @@ func (q *Queue) ResumeJob(ctx context.Context, id string) error {
 		return err
 	}
 	return q.run(ctx, func(db gen.DBTX) error {
-		_, err := db.Exec(ctx, "SELECT pg_notify($1, $2)", NotifyChannel, id)
-		return err
+		return q.q.JobNotify(ctx, db, gen.JobNotifyParams{Channel: NotifyChannel, JobID: id})
 	})
 }
 

@@ -45,7 +45,7 @@ func TestPoolCrawlsDiscoveredPagesOnce(t *testing.T) {
 			if _, err := f.queue.Enqueue(ctx, job.ID, start); err != nil {
 				t.Fatal(err)
 			}
-			fetcher := &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(f.queue.Pool())}
+			fetcher := &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(f.queue)}
 			p := worker.New(f.queue, fetcher, worker.Config{
 				Workers: 8, ClaimBatch: tc.batch, ListenURL: f.url, MaintainInterval: 20 * time.Millisecond,
 			})

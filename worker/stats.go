@@ -68,8 +68,9 @@ func (s Stats) TasksPerSecond() float64 {
 
 // Efficiency is the share of the workers' non-idle time spent running
 // handlers rather than waiting on the queue (claim statements and handing
-// outcomes over): the plan's "worker efficiency". It is meaningful when
-// handlers do real work; with no-op handlers it is near zero by definition.
+// outcomes over). The plan's "worker efficiency" is another measure, the
+// load test's (time not spent waiting on locks). Meaningful when handlers do
+// real work; with no-op handlers it is near zero by definition.
 func (s Stats) Efficiency() float64 {
 	busy := s.Working + s.Claiming + s.Handoff
 	if busy <= 0 {

@@ -230,7 +230,7 @@ schema (exit 1: run taskq migrate up).`, stderr)
 		return err
 	}
 	defer d.Close()
-	var handler worker.Handler = &crawl.Fetcher{Domains: crawl.NewDomainCache(d.Pool())}
+	var handler worker.Handler = &crawl.Fetcher{Domains: crawl.NewDomainCache(d.Queue())}
 	if *simulate {
 		handler = crawl.Simulator{Delay: *delay}
 	}
@@ -301,8 +301,9 @@ and prints the modes side by side with the ratio of after to before:
                ran in late October 2025: FOR UPDATE OF t, j SKIP LOCKED (the
                job's row locked too), a running_tasks counter on the job's
                row per claim and per finish, outcomes written in batches
-  after        every migration; each worker claims with ClaimNextTask
-  after-batch  every migration; one fetcher claims --batch tasks at a time
+  after        every migration and the worker pool; each worker claims one
+               task at a time (a free job shard, with SKIP LOCKED)
+  after-batch  the same pool; one fetcher claims --batch tasks at a time
 Each runs with every page enqueued up front and, as MODE+discover, as a
 crawl that finds its pages as it goes; after and after-batch also as
 MODE+analyzed, with statistics gathered between the enqueue and the run.

@@ -60,7 +60,7 @@ func run(ctx context.Context, url string, pool bool, jobID string) error {
 	}
 	defer d.Close()
 	if pool {
-		fetcher := &crawl.Fetcher{Domains: crawl.NewDomainCache(d.Pool())}
+		fetcher := &crawl.Fetcher{Domains: crawl.NewDomainCache(d.Queue())}
 		return worker.New(d.Queue(), fetcher, worker.Config{Workers: 8, Logger: slog.Default()}).Run(ctx)
 	}
 	return loop(ctx, db.NewDbQueue(d), d, jobID)

@@ -15,9 +15,11 @@
 //     FOR UPDATE OF t, j locks the job's row too, and a running_tasks
 //     counter on that row goes up per claim and down per finish, the
 //     outcomes written by a batch manager (see runLegacyApp);
-//   - after: every migration, workers claiming one task each with
-//     ClaimNextTask (FOR UPDATE SKIP LOCKED), outcomes written in batches;
-//   - after-batch: every migration, one fetcher claiming batches.
+//   - after: every migration and the worker pool, each worker claiming one
+//     task at a time (Queue.ClaimOne: a free job shard taken with SKIP
+//     LOCKED, its best task locked FOR NO KEY UPDATE), outcomes written in
+//     batches;
+//   - after-batch: the same pool, one fetcher claiming batches.
 //
 // In the +discover modes the old code enqueues each page's links as the
 // application did (a count of the job's tasks, then one insert per link, the
@@ -33,6 +35,11 @@
 // 10 ms, and from the server's own lock-wait log (log_lock_waits with
 // deadlock_timeout = 1 ms), which the worker sessions receive as notices, so
 // every wait of 1 ms or more is counted with its exact duration.
+//
+// The queue's statements come from sql/queries through the packages under
+// test. The SQL written here is the harness's own: seeding organisations and
+// users, VACUUM ANALYZE, counting rows by status at the end, the dashboard's
+// queries sent as the application sends them, and the before schemas.
 package loadtest
 
 import (

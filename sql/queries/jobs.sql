@@ -239,6 +239,18 @@ RETURNING status;
 -- Relies on jobs_pkey.
 SELECT status FROM jobs WHERE id = sqlc.arg(id)::text;
 
+-- name: JobSiteGet :one
+-- What a fetcher needs of a task's job: its domain's name and whether it
+-- follows links. Relies on jobs_pkey and domains_pkey.
+SELECT d.name AS domain, j.find_links
+FROM jobs j
+JOIN domains d ON d.id = j.domain_id
+WHERE j.id = sqlc.arg(id)::text;
+
+-- name: JobNotify :exec
+-- Wakes the workers listening for new pending tasks (ResumeJob).
+SELECT pg_notify(sqlc.arg(channel)::text, sqlc.arg(job_id)::text);
+
 -- name: TaskSkipPending :one
 -- A cancelled job's pending tasks become 'skipped', counted once in the job's
 -- row. Relies on idx_tasks_job_id_status.
