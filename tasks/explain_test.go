@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/blue-banded-bee/taskq/internal/gensql"
@@ -277,7 +278,17 @@ func seedThroughQueue(t *testing.T, pool *pgxpool.Pool, n, jobs int) {
 
 func seed(t *testing.T, pool *pgxpool.Pool, sql string) {
 	t.Helper()
-	if _, err := pool.Exec(context.Background(), sql); err != nil {
+	ctx := context.Background()
+	// Set-up, not a queue statement: it may fill 100,000 rows on a busy
+	// machine, past the pool's statement timeout.
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL statement_timeout = 0"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, sql)
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 }
