@@ -202,9 +202,8 @@ func (q *DbQueue) GetNextTask(ctx context.Context, jobID string) (*Task, error) 
 //   - pending: a failure to retry, with task.Error: retried after the
 //     queue's backoff while the job's max_retries allows, else failed (the
 //     queue counts retries; task.RetryCount is not written);
-//   - skipped: refused with ErrInvalidTransition (the queue records a task
-//     as skipped only when enqueued past max_pages or swept from a cancelled
-//     job; see docs/MIGRATING.md).
+//   - skipped: finishes the task as skipped (not fetched), with task.Error
+//     as the reason when set; never retried.
 //
 // Finishes from concurrent callers are written together, in one statement
 // (group commit).
@@ -236,8 +235,11 @@ func (q *DbQueue) UpdateTaskStatus(ctx context.Context, task *Task) error {
 			Err: errors.New(cause), Permanent: task.Status == TaskStatusFailed,
 		}})
 	case TaskStatusSkipped:
-		return fmt.Errorf("%w: task %s: a claimed task is finished completed, failed or pending (a retry), not skipped",
-			ErrInvalidTransition, task.ID)
+		var reason error
+		if task.Error != "" {
+			reason = errors.New(task.Error)
+		}
+		return q.finisher.finish(ctx, tasks.Outcome{Task: held, Result: tasks.TaskResult{Skip: true, Err: reason}})
 	}
 	return &tasks.ArgumentError{Arg: "task.Status", Reason: fmt.Sprintf("%q is not a task status", task.Status)}
 }

@@ -315,24 +315,19 @@ func TestUpdateTaskStatusRetryFailAndSkip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := q.EnqueueURLs(ctx, job.ID, appPages("p", 2), "sitemap", ""); err != nil {
+	if err := q.EnqueueURLs(ctx, job.ID, appPages("p", 3), "sitemap", ""); err != nil {
 		t.Fatal(err)
 	}
 	first, err := q.GetNextTask(ctx, job.ID)
 	if err != nil || first == nil {
 		t.Fatal(first, err)
 	}
-	// Skipped is refused and writes nothing: the task stays with its worker.
-	first.Status = db.TaskStatusSkipped
-	if err := q.UpdateTaskStatus(ctx, first); !errors.Is(err, db.ErrInvalidTransition) {
-		t.Errorf("UpdateTaskStatus skipped: %v, want ErrInvalidTransition", err)
-	}
 	first.Status = "bogus"
 	if err := q.UpdateTaskStatus(ctx, first); !errors.Is(err, db.ErrInvalidArgument) {
 		t.Errorf("UpdateTaskStatus bogus: %v, want ErrInvalidArgument", err)
 	}
 	if got := storedTask(t, q, first.ID).Status; got != db.TaskStatusRunning {
-		t.Errorf("after refused updates the task is %s, want running", got)
+		t.Errorf("after a refused update the task is %s, want running", got)
 	}
 	// Pending: a retry, decided by the job's max_retries (1).
 	first.Status, first.Error = db.TaskStatusPending, "HTTP 503"
@@ -354,6 +349,31 @@ func TestUpdateTaskStatusRetryFailAndSkip(t *testing.T) {
 	}
 	if got := storedTask(t, q, second.ID); got.Status != db.TaskStatusFailed || got.Error != "HTTP 410" {
 		t.Errorf("failed task: status %s, error %q", got.Status, got.Error)
+	}
+	// Skipped: finished without a fetch, with its reason, never retried.
+	third, err := q.GetNextTask(ctx, job.ID)
+	if err != nil || third == nil {
+		t.Fatal(third, err)
+	}
+	third.Status, third.Error = db.TaskStatusSkipped, "robots.txt disallows it"
+	if err := q.UpdateTaskStatus(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	if got := storedTask(t, q, third.ID); got.Status != db.TaskStatusSkipped || got.Error != "robots.txt disallows it" {
+		t.Errorf("skipped task: status %s, error %q", got.Status, got.Error)
+	}
+	// A second write of the same claim is refused: the claim has ended.
+	if err := q.UpdateTaskStatus(ctx, third); !errors.Is(err, db.ErrLeaseLost) {
+		t.Errorf("UpdateTaskStatus skipped twice: %v, want ErrLeaseLost", err)
+	}
+	// The job's progress counts it, with the retried task still pending.
+	progressed, err := d.GetJob(ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(db.Progress{Total: 3, Failed: 1, Skipped: 1, Pending: 1, Percent: 200.0 / 3},
+		progressed.Progress, cmpopts.EquateApprox(1e-6, 0)); diff != "" {
+		t.Errorf("progress (-want +got):\n%s", diff)
 	}
 }
 

@@ -409,17 +409,17 @@ func (q *Queries) JobProgressList(ctx context.Context, db DBTX, arg JobProgressL
 
 const jobRollUp = `-- name: JobRollUp :many
 WITH locked AS (
-    SELECT r.job_id, r.shard, r.completed, r.failed
+    SELECT r.job_id, r.shard, r.completed, r.failed, r.skipped
     FROM job_tallies r
-    WHERE r.completed > 0 OR r.failed > 0
+    WHERE r.completed > 0 OR r.failed > 0 OR r.skipped > 0
     FOR NO KEY UPDATE OF r SKIP LOCKED
 ),
 moved AS (
     UPDATE job_tallies r
-    SET completed = 0, failed = 0
+    SET completed = 0, failed = 0, skipped = 0
     FROM locked l
     WHERE r.job_id = l.job_id AND r.shard = l.shard
-    RETURNING l.job_id, l.completed, l.failed, 0 AS added, 0 AS skipped
+    RETURNING l.job_id, l.completed, l.failed, 0 AS added, l.skipped
 ),
 admitted AS (
     SELECT a.job_id, a.slot, a.added, a.skipped
@@ -520,7 +520,7 @@ WHERE j.id = s.job_id
       FROM job_shards o
       JOIN job_tallies r ON r.job_id = o.job_id AND r.shard = o.shard
       WHERE o.job_id = s.job_id
-        AND (o.claims <> r.releases OR r.completed > 0 OR r.failed > 0)
+        AND (o.claims <> r.releases OR r.completed > 0 OR r.failed > 0 OR r.skipped > 0)
   )
 RETURNING s.job_id
 `

@@ -226,6 +226,7 @@ type JobTally struct {
 	Releases  int64
 	Completed int32
 	Failed    int32
+	Skipped   int32
 }
 
 type Organisation struct {

@@ -273,35 +273,37 @@ WITH input AS (
         unnest($3::integer[]) AS attempt,
         unnest($4::boolean[]) AS failed,
         unnest($5::boolean[]) AS retryable,
-        unnest($6::integer[]) AS status_code,
-        unnest($7::integer[]) AS response_time,
-        unnest($8::text[]) AS cache_status,
-        unnest($9::text[]) AS content_type,
-        unnest($10::bigint[]) AS content_length,
-        unnest($11::jsonb[]) AS headers,
-        unnest($12::text[]) AS error,
+        -- Finished without being fetched (the application's 'skipped').
+        unnest($6::boolean[]) AS skipped,
+        unnest($7::integer[]) AS status_code,
+        unnest($8::integer[]) AS response_time,
+        unnest($9::text[]) AS cache_status,
+        unnest($10::text[]) AS content_type,
+        unnest($11::bigint[]) AS content_length,
+        unnest($12::jsonb[]) AS headers,
+        unnest($13::text[]) AS error,
         -- What a cache-warming fetch adds: the first request's redirect and
         -- timing breakdown, the second request (made after a cache miss),
         -- and the cache checks between them.
-        unnest($13::text[]) AS redirect_url,
-        unnest($14::integer[]) AS dns_lookup_time,
-        unnest($15::integer[]) AS tcp_connection_time,
-        unnest($16::integer[]) AS tls_handshake_time,
-        unnest($17::integer[]) AS ttfb,
-        unnest($18::integer[]) AS content_transfer_time,
-        unnest($19::bigint[]) AS second_response_time,
-        unnest($20::text[]) AS second_cache_status,
-        unnest($21::bigint[]) AS second_content_length,
-        unnest($22::jsonb[]) AS second_headers,
-        unnest($23::integer[]) AS second_dns_lookup_time,
-        unnest($24::integer[]) AS second_tcp_connection_time,
-        unnest($25::integer[]) AS second_tls_handshake_time,
-        unnest($26::integer[]) AS second_ttfb,
-        unnest($27::integer[]) AS second_content_transfer_time,
-        unnest($28::jsonb[]) AS cache_check_attempts
+        unnest($14::text[]) AS redirect_url,
+        unnest($15::integer[]) AS dns_lookup_time,
+        unnest($16::integer[]) AS tcp_connection_time,
+        unnest($17::integer[]) AS tls_handshake_time,
+        unnest($18::integer[]) AS ttfb,
+        unnest($19::integer[]) AS content_transfer_time,
+        unnest($20::bigint[]) AS second_response_time,
+        unnest($21::text[]) AS second_cache_status,
+        unnest($22::bigint[]) AS second_content_length,
+        unnest($23::jsonb[]) AS second_headers,
+        unnest($24::integer[]) AS second_dns_lookup_time,
+        unnest($25::integer[]) AS second_tcp_connection_time,
+        unnest($26::integer[]) AS second_tls_handshake_time,
+        unnest($27::integer[]) AS second_ttfb,
+        unnest($28::integer[]) AS second_content_transfer_time,
+        unnest($29::jsonb[]) AS cache_check_attempts
 ),
 held AS (
-    SELECT i.id, i.worker_id, i.attempt, i.failed, i.retryable, i.status_code, i.response_time, i.cache_status, i.content_type, i.content_length, i.headers, i.error, i.redirect_url, i.dns_lookup_time, i.tcp_connection_time, i.tls_handshake_time, i.ttfb, i.content_transfer_time, i.second_response_time, i.second_cache_status, i.second_content_length, i.second_headers, i.second_dns_lookup_time, i.second_tcp_connection_time, i.second_tls_handshake_time, i.second_ttfb, i.second_content_transfer_time, i.cache_check_attempts
+    SELECT i.id, i.worker_id, i.attempt, i.failed, i.retryable, i.skipped, i.status_code, i.response_time, i.cache_status, i.content_type, i.content_length, i.headers, i.error, i.redirect_url, i.dns_lookup_time, i.tcp_connection_time, i.tls_handshake_time, i.ttfb, i.content_transfer_time, i.second_response_time, i.second_cache_status, i.second_content_length, i.second_headers, i.second_dns_lookup_time, i.second_tcp_connection_time, i.second_tls_handshake_time, i.second_ttfb, i.second_content_transfer_time, i.cache_check_attempts
     FROM input i
     CROSS JOIN LATERAL (
         SELECT 1
@@ -315,7 +317,8 @@ held AS (
 ),
 finished AS (
     UPDATE tasks t
-    SET status = CASE WHEN NOT i.failed THEN 'completed'::task_status
+    SET status = CASE WHEN i.skipped THEN 'skipped'::task_status
+                      WHEN NOT i.failed THEN 'completed'::task_status
                       WHEN task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
                       THEN 'pending'::task_status
                       ELSE 'failed'::task_status END,
@@ -324,13 +327,13 @@ finished AS (
         run_after = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
                          -- The exponent is capped first, so that a job with
                          -- many retries cannot overflow bigint before least().
-                         THEN coalesce($29::timestamptz, now()) + least(
-                                  $30::bigint,
-                                  $31::bigint * (2 ^ least(t.retry_count, 30))::bigint
+                         THEN coalesce($30::timestamptz, now()) + least(
+                                  $31::bigint,
+                                  $32::bigint * (2 ^ least(t.retry_count, 30))::bigint
                               ) * interval '1 millisecond'
                          ELSE t.run_after END,
         completed_at = CASE WHEN i.failed AND task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
-                            THEN NULL ELSE coalesce($29::timestamptz, now()) END,
+                            THEN NULL ELSE coalesce($30::timestamptz, now()) END,
         lease_expires_at = NULL,
         status_code = nullif(i.status_code, 0),
         response_time = nullif(i.response_time, -1),
@@ -368,7 +371,8 @@ shard_delta AS (
         shard,
         count(*)::integer AS released,
         count(*) FILTER (WHERE status = 'completed')::integer AS completed,
-        count(*) FILTER (WHERE status = 'failed')::integer AS failed
+        count(*) FILTER (WHERE status = 'failed')::integer AS failed,
+        count(*) FILTER (WHERE status = 'skipped')::integer AS skipped
     FROM finished
     GROUP BY job_id, shard
 ),
@@ -383,7 +387,8 @@ counted AS (
     UPDATE job_tallies r
     SET releases = r.releases + d.released,
         completed = r.completed + d.completed,
-        failed = r.failed + d.failed
+        failed = r.failed + d.failed,
+        skipped = r.skipped + d.skipped
     FROM shard_delta d, locked_tally l
     WHERE r.job_id = d.job_id AND r.shard = d.shard
       AND l.job_id = r.job_id AND l.shard = r.shard
@@ -409,6 +414,7 @@ type TaskFinishManyParams struct {
 	Attempts                   []int32
 	Failed                     []bool
 	Retryable                  []bool
+	Skipped                    []bool
 	StatusCodes                []int32
 	ResponseTimes              []int32
 	CacheStatuses              []string
@@ -447,7 +453,7 @@ type TaskFinishManyRow struct {
 // statement. Only rows still held by the same claim (running, same worker,
 // same attempt) change, so a task that was rescued and claimed again
 // elsewhere is not overwritten. Each input row comes back with its outcome
-// (completed, pending when it will be retried, failed) if it was written,
+// (completed, skipped, pending when it will be retried, failed) if it was written,
 // or 'busy' if another transaction had it locked (try again); rows that do
 // not come back were no longer held. A failure is retried after a backoff
 // until the job's max_retries, then it is final. Relies on tasks_pkey for the
@@ -472,6 +478,7 @@ func (q *Queries) TaskFinishMany(ctx context.Context, db DBTX, arg TaskFinishMan
 		arg.Attempts,
 		arg.Failed,
 		arg.Retryable,
+		arg.Skipped,
 		arg.StatusCodes,
 		arg.ResponseTimes,
 		arg.CacheStatuses,

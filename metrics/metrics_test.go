@@ -242,6 +242,7 @@ func TestScrapeMatchesPoolStats(t *testing.T) {
 				"taskq_tasks_finished_total{outcome=completed}": float64(s.Completed),
 				"taskq_tasks_finished_total{outcome=failed}":    float64(s.Failed),
 				"taskq_tasks_finished_total{outcome=retried}":   float64(s.Retried),
+				"taskq_tasks_finished_total{outcome=skipped}":   float64(s.Skipped),
 				"taskq_tasks_released_total":                    float64(s.Released),
 				"taskq_tasks_lost_total":                        float64(s.Lost),
 				"taskq_tasks_rescued_total{outcome=retried}":    float64(s.RescuedRetried),

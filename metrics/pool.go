@@ -34,6 +34,7 @@ const (
 	outcomeCompleted = "completed"
 	outcomeFailed    = "failed"
 	outcomeRetried   = "retried"
+	outcomeSkipped   = "skipped"
 )
 
 // PoolCollector is a prometheus.Collector of one worker.Pool's counters,
@@ -108,6 +109,7 @@ func (c *PoolCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.finished, s.Completed, outcomeCompleted)
 	counter(c.finished, s.Failed, outcomeFailed)
 	counter(c.finished, s.Retried, outcomeRetried)
+	counter(c.finished, s.Skipped, outcomeSkipped)
 	counter(c.released, s.Released)
 	counter(c.lost, s.Lost)
 	counter(c.rescued, s.RescuedRetried, outcomeRetried)

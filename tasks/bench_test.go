@@ -287,7 +287,7 @@ func (r rawQueue) finishOnce(ctx context.Context, worker string, ts []rawTask) (
 			checks[i], _ = json.Marshal(res.CacheCheckAttempts)
 		}
 	}
-	rows, err := r.pool.Query(ctx, r.finis, ids, workers, attempts, failed, retryable, codes, times, caches, types,
+	rows, err := r.pool.Query(ctx, r.finis, ids, workers, attempts, failed, retryable, failed /* none skipped */, codes, times, caches, types,
 		lengths, headers, errs, redirects, timing[0], timing[1], timing[2], timing[3], timing[4],
 		times2, caches2, lengths2, headers2, timing2[0], timing2[1], timing2[2], timing2[3], timing2[4], checks,
 		nil, int64(300000), int64(1000))

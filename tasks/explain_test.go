@@ -399,7 +399,7 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"TaskClaim", []any{liveJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
 		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
 		{"TaskClaimableExists", []any{liveJob, &now}, "idx_tasks_claim", 32, false, ""},
-		{"TaskFinishMany", []any{one, one, []int32{1}, []bool{false}, []bool{false}, []int32{200}, []int32{5},
+		{"TaskFinishMany", []any{one, one, []int32{1}, []bool{false}, []bool{false}, []bool{false}, []int32{200}, []int32{5},
 			one, one, []int64{1}, [][]byte{[]byte("{}")}, one,
 			one, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
 			[]int64{1}, one, []int64{1}, [][]byte{[]byte("{}")}, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
@@ -579,7 +579,7 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 		args  []any
 	}{
 		{"TaskClaim", []any{anyJob, &now, int32(n), "w2", int64(60000)}},
-		{"TaskFinishMany", []any{ids, workers, attempts, falses, falses, codes, codes,
+		{"TaskFinishMany", []any{ids, workers, attempts, falses, falses, falses, codes, codes,
 			texts, texts, lengths, headers, texts,
 			// The fetch's redirect and timing, the second request, the checks.
 			texts, codes, codes, codes, codes, codes,

@@ -45,6 +45,10 @@ type TaskResult struct {
 	// job's max_retries, unless Permanent.
 	Err       error
 	Permanent bool
+	// Skip finishes the task as skipped: the worker chose not to fetch it
+	// (robots.txt disallows the page, say). Err, when set, is recorded as
+	// the reason; the task is not retried and its links are not enqueued.
+	Skip bool
 	// Links are the pages of the job's domain the task found (paths from
 	// "/"). When the task completes they are enqueued into its job in the
 	// same transaction as the outcome, so a completed task's links are never
@@ -122,6 +126,7 @@ type FinishReport struct {
 	Completed int
 	Retried   int
 	Failed    int
+	Skipped   int
 	// Lost lists tasks whose claim was no longer held (their lease expired
 	// and they were rescued, or they were finished already): nothing was
 	// written for them.
@@ -194,6 +199,7 @@ func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		total.Completed += rep.Completed
 		total.Retried += rep.Retried
 		total.Failed += rep.Failed
+		total.Skipped += rep.Skipped
 		total.Lost = append(total.Lost, rep.Lost...)
 		total.Jobs = appendNew(total.Jobs, rep.Jobs)
 		total.Links.Pending += rep.Links.Pending
@@ -237,6 +243,7 @@ func (q *Queue) finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		Attempts:       make([]int32, len(outcomes)),
 		Failed:         make([]bool, len(outcomes)),
 		Retryable:      make([]bool, len(outcomes)),
+		Skipped:        make([]bool, len(outcomes)),
 		StatusCodes:    make([]int32, len(outcomes)),
 		ResponseTimes:  make([]int32, len(outcomes)),
 		CacheStatuses:  make([]string, len(outcomes)),
@@ -317,6 +324,8 @@ func (q *Queue) finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 			rep.Completed++
 		case gen.TaskStatusPending:
 			rep.Retried++
+		case gen.TaskStatusSkipped:
+			rep.Skipped++
 		default:
 			rep.Failed++
 		}
@@ -334,7 +343,7 @@ func (q *Queue) finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 
 func hasLinks(outcomes []Outcome) bool {
 	for _, o := range outcomes {
-		if len(o.Result.Links) > 0 && o.Result.Err == nil {
+		if len(o.Result.Links) > 0 && o.Result.Err == nil && !o.Result.Skip {
 			return true
 		}
 	}
@@ -399,8 +408,9 @@ func fillOutcome(p *gen.TaskFinishManyParams, i int, o Outcome) error {
 	p.Ids[i] = o.Task.ID
 	p.WorkerIds[i] = o.Task.WorkerID
 	p.Attempts[i] = o.Task.Attempt
-	p.Failed[i] = r.Err != nil
+	p.Failed[i] = r.Err != nil && !r.Skip
 	p.Retryable[i] = r.Err != nil && !r.Permanent
+	p.Skipped[i] = r.Skip
 	p.ResponseTimes[i] = -1
 	p.ContentLengths[i] = -1
 	p.DnsLookupTimes[i], p.TcpConnectionTimes[i], p.TlsHandshakeTimes[i], p.Ttfbs[i], p.ContentTransferTimes[i] = -1, -1, -1, -1, -1

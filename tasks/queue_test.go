@@ -239,6 +239,62 @@ func TestRunJobToCompletion(t *testing.T) {
 	}
 }
 
+// TestSkipFinishesWithoutFetch: a worker may decide not to fetch a claimed
+// page (robots.txt disallows it). Skip records it skipped with its reason,
+// never retries it, enqueues none of its links, and the job's progress and
+// roll-up count it.
+func TestSkipFinishesWithoutFetch(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, tasks.JobOptions{Concurrency: 4, MaxRetries: 3}, 3)
+	claimed, err := f.queue.Claim(ctx, "w1", 3)
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("Claim = %d tasks, %v", len(claimed), err)
+	}
+	skip := tasks.TaskResult{Skip: true, Err: errors.New("robots.txt disallows it"), Links: []tasks.Page{{Path: "/never"}}}
+	rep, err := f.queue.Finish(ctx, []tasks.Outcome{
+		{Task: claimed[0], Result: skip},
+		{Task: claimed[1], Result: tasks.TaskResult{Skip: true}},
+		{Task: claimed[2], Result: okResult()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Skipped != 2 || rep.Completed != 1 || rep.Retried != 0 || rep.Failed != 0 || rep.Links.Pending != 0 {
+		t.Fatalf("finish report %+v, want 2 skipped, 1 completed, no links", rep)
+	}
+	var status, reason string
+	if err := f.pool.QueryRow(ctx, "SELECT status::text, coalesce(error, '') FROM tasks WHERE id = $1",
+		claimed[0].ID).Scan(&status, &reason); err != nil {
+		t.Fatal(err)
+	}
+	if status != "skipped" || reason != "robots.txt disallows it" {
+		t.Errorf("skipped task: status %s, error %q", status, reason)
+	}
+	checkProgress(t, f, job.ID, tasks.Progress{Total: 3, Completed: 1, Skipped: 2, Percent: 100})
+	// The claim is over: a second write is refused.
+	if err := f.queue.Complete(ctx, claimed[0], okResult()); !errors.Is(err, tasks.ErrLeaseLost) {
+		t.Errorf("Complete after Skip: %v, want ErrLeaseLost", err)
+	}
+	mrep, err := f.queue.Maintain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{job.ID}, mrep.Finished); diff != "" {
+		t.Fatalf("finished jobs (-want +got):\n%s", diff)
+	}
+	var rolled tasks.Progress
+	if err := f.pool.QueryRow(ctx, `SELECT total_tasks, completed_tasks, failed_tasks, skipped_tasks
+		FROM jobs WHERE id = $1`, job.ID).Scan(&rolled.Total, &rolled.Completed, &rolled.Failed, &rolled.Skipped); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(tasks.Progress{Total: 3, Completed: 1, Skipped: 2}, rolled); diff != "" {
+		t.Errorf("jobs row counters after roll-up (-want +got):\n%s", diff)
+	}
+	checkProgress(t, f, job.ID, tasks.Progress{Total: 3, Completed: 1, Skipped: 2, Percent: 100})
+}
+
 // TestEnqueueReopensCompletedJob: a crawl finds pages as it goes, so its
 // queue can drain and the job complete between two batches; the next batch
 // reopens it, with shards to claim from again.

@@ -19,13 +19,15 @@ type Stats struct {
 	// FinishLatency summarises the statements writing outcomes (Finish
 	// calls, each up to CompletionBatch outcomes).
 	FinishLatency Summary
-	// Outcomes written: completed, failed and retried later; Released were
+	// Outcomes written: completed, failed, retried later and skipped
+	// (TaskResult.Skip); Released were
 	// handed back unfinished at shutdown. Lost were no longer held by this
 	// pool when their outcome was written (their lease had expired), and
 	// Unrecorded could not be written at all; the rescuer returns both.
 	Completed  int64
 	Retried    int64
 	Failed     int64
+	Skipped    int64
 	Released   int64
 	Lost       int64
 	Unrecorded int64
@@ -58,12 +60,13 @@ type Stats struct {
 	InFlight int64
 }
 
-// TasksPerSecond is the rate of tasks finished (completed, failed or retried).
+// TasksPerSecond is the rate of tasks finished (completed, failed, retried
+// or skipped).
 func (s Stats) TasksPerSecond() float64 {
 	if s.Elapsed <= 0 {
 		return 0
 	}
-	return float64(s.Completed+s.Failed+s.Retried) / s.Elapsed.Seconds()
+	return float64(s.Completed+s.Failed+s.Retried+s.Skipped) / s.Elapsed.Seconds()
 }
 
 // Efficiency is the share of the workers' non-idle time spent running
@@ -92,15 +95,15 @@ type counters struct {
 	mu               sync.Mutex
 	started, stopped time.Time
 
-	claimedTasks, claimCalls                   atomic.Int64
-	claimLatency, finishLatency                Histogram
-	completed, retried, failed, released, lost atomic.Int64
-	unrecordedBatches                          atomic.Int64
-	rescuedRetried, rescuedFailed              atomic.Int64
-	running                                    atomic.Int64
-	linksFound, linksSeen, linksAdded          atomic.Int64
-	linksSkipped, linksDuplicate, linksDropped atomic.Int64
-	workingNs, claimingNs, handoffNs, idleNs   atomic.Int64
+	claimedTasks, claimCalls                            atomic.Int64
+	claimLatency, finishLatency                         Histogram
+	completed, retried, failed, skipped, released, lost atomic.Int64
+	unrecordedBatches                                   atomic.Int64
+	rescuedRetried, rescuedFailed                       atomic.Int64
+	running                                             atomic.Int64
+	linksFound, linksSeen, linksAdded                   atomic.Int64
+	linksSkipped, linksDuplicate, linksDropped          atomic.Int64
+	workingNs, claimingNs, handoffNs, idleNs            atomic.Int64
 }
 
 func (c *counters) start(t time.Time) {
@@ -151,6 +154,7 @@ func (c *counters) finished(r tasks.FinishReport) {
 	c.completed.Add(int64(r.Completed))
 	c.retried.Add(int64(r.Retried))
 	c.failed.Add(int64(r.Failed))
+	c.skipped.Add(int64(r.Skipped))
 	c.lost.Add(int64(len(r.Lost)))
 	c.linksAdded.Add(int64(r.Links.Pending))
 	c.linksSkipped.Add(int64(r.Links.Skipped))
@@ -186,6 +190,7 @@ func (c *counters) snapshot() Stats {
 		ClaimLatency:   c.claimLatency.Summary(),
 		FinishLatency:  c.finishLatency.Summary(),
 		Completed:      c.completed.Load(),
+		Skipped:        c.skipped.Load(),
 		Retried:        c.retried.Load(),
 		Failed:         c.failed.Load(),
 		Released:       c.released.Load(),

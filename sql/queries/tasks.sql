@@ -122,7 +122,7 @@ SELECT EXISTS (
 -- statement. Only rows still held by the same claim (running, same worker,
 -- same attempt) change, so a task that was rescued and claimed again
 -- elsewhere is not overwritten. Each input row comes back with its outcome
--- (completed, pending when it will be retried, failed) if it was written,
+-- (completed, skipped, pending when it will be retried, failed) if it was written,
 -- or 'busy' if another transaction had it locked (try again); rows that do
 -- not come back were no longer held. A failure is retried after a backoff
 -- until the job's max_retries, then it is final. Relies on tasks_pkey for the
@@ -136,6 +136,8 @@ WITH input AS (
         unnest(sqlc.arg(attempts)::integer[]) AS attempt,
         unnest(sqlc.arg(failed)::boolean[]) AS failed,
         unnest(sqlc.arg(retryable)::boolean[]) AS retryable,
+        -- Finished without being fetched (the application's 'skipped').
+        unnest(sqlc.arg(skipped)::boolean[]) AS skipped,
         unnest(sqlc.arg(status_codes)::integer[]) AS status_code,
         unnest(sqlc.arg(response_times)::integer[]) AS response_time,
         unnest(sqlc.arg(cache_statuses)::text[]) AS cache_status,
@@ -186,7 +188,8 @@ held AS (
 ),
 finished AS (
     UPDATE tasks t
-    SET status = CASE WHEN NOT i.failed THEN 'completed'::task_status
+    SET status = CASE WHEN i.skipped THEN 'skipped'::task_status
+                      WHEN NOT i.failed THEN 'completed'::task_status
                       WHEN task_should_retry(i.retryable, t.retry_count, j.max_retries, j.status)
                       THEN 'pending'::task_status
                       ELSE 'failed'::task_status END,
@@ -239,7 +242,8 @@ shard_delta AS (
         shard,
         count(*)::integer AS released,
         count(*) FILTER (WHERE status = 'completed')::integer AS completed,
-        count(*) FILTER (WHERE status = 'failed')::integer AS failed
+        count(*) FILTER (WHERE status = 'failed')::integer AS failed,
+        count(*) FILTER (WHERE status = 'skipped')::integer AS skipped
     FROM finished
     GROUP BY job_id, shard
 ),
@@ -254,7 +258,8 @@ counted AS (
     UPDATE job_tallies r
     SET releases = r.releases + d.released,
         completed = r.completed + d.completed,
-        failed = r.failed + d.failed
+        failed = r.failed + d.failed,
+        skipped = r.skipped + d.skipped
     FROM shard_delta d, locked_tally l
     WHERE r.job_id = d.job_id AND r.shard = d.shard
       AND l.job_id = r.job_id AND l.shard = r.shard
