@@ -450,36 +450,30 @@ func (p *Pool) flush(batch []outcome) {
 		}
 		outcomes = append(outcomes, o.Outcome)
 	}
-	for attempt := 1; len(outcomes) > 0; attempt++ {
-		var busy []tasks.Outcome
+	if len(outcomes) > 0 {
+		// Finish owns the retry of rows a claimer locks for an instant;
+		// retry owns the database being away. What Finish leaves in Busy
+		// (after an error, or when ctx ended with rows still locked) is
+		// what the next attempt writes.
 		p.retry("finish", func(ctx context.Context) error {
 			start := time.Now()
 			rep, err := p.q.Finish(ctx, outcomes)
 			p.stats.finishCall(time.Since(start))
-			if err != nil && len(rep.Busy) > 0 {
-				// Some rounds were written before the error: the next
-				// attempt writes only the rest.
-				p.stats.finished(rep)
-				p.seen.written(outcomes, rep.Linked)
-				outcomes = rep.Busy
+			p.stats.finished(rep)
+			p.seen.written(outcomes, rep.Linked)
+			if len(rep.Lost) > 0 {
+				p.cfg.Logger.Warn("outcomes not recorded: leases lost", "tasks", rep.Lost)
 			}
-			if err == nil {
-				p.seen.written(outcomes, rep.Linked)
-				p.stats.finished(rep)
-				busy = rep.Busy
-				if len(rep.Lost) > 0 {
-					p.cfg.Logger.Warn("outcomes not recorded: leases lost", "tasks", rep.Lost)
+			// Finishing frees concurrency that claimers may be waiting for.
+			p.waker.Wake()
+			if len(rep.Busy) > 0 {
+				outcomes = rep.Busy
+				if err == nil {
+					err = errStillLocked
 				}
 			}
 			return err
 		})
-		// Finishing frees concurrency that claimers may be waiting for.
-		p.waker.Wake()
-		// Tasks still locked by claimers when the attempt timed out: again.
-		outcomes = busy
-		if len(busy) > 0 {
-			time.Sleep(time.Duration(attempt) * time.Millisecond)
-		}
 	}
 	if len(release) > 0 {
 		p.retry("hand back", func(ctx context.Context) error {
@@ -491,6 +485,9 @@ func (p *Pool) flush(batch []outcome) {
 		})
 	}
 }
+
+// errStillLocked: an attempt ended with rows claimers still held locked.
+var errStillLocked = errors.New("tasks still locked by claimers")
 
 // How long one attempt to write outcomes may take, and how long flush keeps
 // retrying (the database restarting, say) before it leaves the tasks to the
