@@ -23,7 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/blue-banded-bee/taskq/internal/pgcluster"
+	"github.com/blue-banded-bee/taskq/internal/pgclustertest"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/tasks"
@@ -234,9 +234,9 @@ func setup(t *testing.T) fixture {
 
 // setupPrivate is setup on a private cluster of the test's own, for a test
 // that restarts the server or would otherwise crowd the shared one.
-func setupPrivate(t *testing.T) (fixture, *pgcluster.Cluster) {
+func setupPrivate(t *testing.T) (fixture, *pgclustertest.Cluster) {
 	t.Helper()
-	cluster := pgcluster.Start(t)
+	cluster := pgclustertest.Start(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, cluster.URL)
 	if err != nil {
