@@ -68,8 +68,8 @@ func build(t *testing.T) binaries {
 			built.err = errors.New("cannot locate the source of the faults tests")
 			return
 		}
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./cmd/taskq", "./internal/faults/faultworker")
+		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
+		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./cmd/taskq", "./internal/testsuites/faults/faultworker")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build: %w\n%s", err, out)

@@ -757,7 +757,7 @@ func repoRoot(t *testing.T) string {
 	if !ok {
 		t.Fatal("no caller information")
 	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
