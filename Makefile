@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 GO    ?= go
 TOOL  := $(GO) tool -modfile=tools/go.mod
+# An absolute path: bench/river and examples/app are linted from their own
+# directories, as modules of their own.
+STATICCHECK := $(GO) tool -modfile=$(CURDIR)/tools/go.mod staticcheck
 
 .DEFAULT_GOAL := help
 
@@ -22,13 +25,14 @@ verify: ## Fail when gen/ is stale or holds files no query file produces
 	done; exit $$orphans
 
 .PHONY: lint
-lint: ## gofmt, go vet and go mod tidy must leave nothing to change
+lint: ## gofmt, go vet, staticcheck (pinned in tools/go.mod) and go mod tidy must leave nothing to change
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w ."; exit 1; }
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 	$(GO) mod tidy -diff
 	cd tools && $(GO) mod tidy -diff
-	cd bench/river && $(GO) vet ./... && $(GO) mod tidy -diff
-	cd examples/app && $(GO) vet ./... && $(GO) mod tidy -diff
+	cd bench/river && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) mod tidy -diff
+	cd examples/app && $(GO) vet ./... && $(STATICCHECK) ./... && $(GO) mod tidy -diff
 
 .PHONY: test-deps
 test-deps: ## Start the local PostgreSQL and install pgbouncer when missing (make test does this first)

@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	neturl "net/url"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -24,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/sharedtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 )
 
@@ -322,7 +321,7 @@ func TestIndexesExistAndAreValid(t *testing.T) {
 func TestDbmateCLIAppliesMigrations(t *testing.T) {
 	t.Parallel()
 	url := pgtest.EmptyURL(t)
-	root := repoRoot(t)
+	root := sharedtest.RepoRoot(t)
 	dbmate := func(args ...string) {
 		t.Helper()
 		cmd := exec.Command("go", append([]string{"tool", "-modfile=tools/go.mod", "dbmate",
@@ -466,12 +465,6 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..")
-}
-
 func mapKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -570,7 +563,7 @@ func TestDatabaseMigratedTheOldWayKeepsWorking(t *testing.T) {
 		t.Errorf("ReadSchema of the old way = %+v, %v; want the record in public and nothing applied", s, err)
 	}
 
-	var log syncLog
+	var log sharedtest.Buffer
 	r := migrate.Runner{URL: url, Log: &log}
 	if err := r.Up(ctx); err != nil {
 		t.Fatalf("up: %v", err)
@@ -614,24 +607,6 @@ func TestDatabaseMigratedTheOldWayKeepsWorking(t *testing.T) {
 	if diff := cmp.Diff(empty, snapshot(t, conn)); diff != "" {
 		t.Errorf("after rolling everything back (-empty database +now):\n%s", diff)
 	}
-}
-
-// syncLog is a strings.Builder safe for the runner's writes and a reader.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestOldMigrationOneFailsOnSupabase: on a Supabase-shaped database the

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/blue-banded-bee/taskq/internal/gensql"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/sharedtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/tasks"
 )
@@ -626,7 +626,7 @@ func TestSqlcVet(t *testing.T) {
 	pool := pgtest.Pool(t, url, 2)
 	seedLargeQueue(t, pool, 100_000)
 	seed(t, pool, "ANALYZE")
-	root := repoRoot(t)
+	root := sharedtest.RepoRoot(t)
 	// The built sqlc binary (go tool -n prints its path), to run it outside
 	// the module too.
 	which := exec.Command("go", "tool", "-n", "-modfile=tools/go.mod", "sqlc")
@@ -679,10 +679,4 @@ func TestSqlcVet(t *testing.T) {
 	if err == nil || !strings.Contains(out, "no-seq-scan-on-large-tables") {
 		t.Fatalf("sqlc vet passed a query that scans tasks: %v\n%s", err, out)
 	}
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..")
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/internal/pgbouncertest"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/sharedtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/tasks"
 )
@@ -464,7 +465,7 @@ func TestWork(t *testing.T) {
 	}
 
 	runCtx, stop := context.WithCancel(ctx)
-	var stdout, stderr lockedBuffer
+	var stdout, stderr sharedtest.Buffer
 	done := make(chan int)
 	go func() {
 		done <- cli(runCtx, []string{"work", "--simulate", "--workers", "3", "--claim-batch", "10", "--progress", "0",
@@ -565,7 +566,7 @@ func TestFigures(t *testing.T) {
 // progress as a line of its own.
 func TestProgressLines(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out sharedtest.Buffer
 	tick := make(chan time.Time)
 	done := make(chan struct{})
 	finished := make(chan struct{})

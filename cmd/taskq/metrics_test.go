@@ -1,40 +1,20 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/sharedtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/tasks"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the command's writes and the
-// test's reads at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestWorkServesMetrics: `taskq work --metrics-addr` serves /metrics while
 // it runs, and the counters there follow the tasks it finishes.
@@ -57,7 +37,7 @@ func TestWorkServesMetrics(t *testing.T) {
 
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	var stdout, stderr lockedBuffer
+	var stdout, stderr sharedtest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(runCtx, []string{"work", "--database-url", url, "--simulate", "--workers", "2",

@@ -6,6 +6,7 @@
 package gensql
 
 import (
+	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -52,32 +53,39 @@ func MustQuery(name string) string {
 func load() {
 	_, file, _, _ := runtime.Caller(0)
 	dir := filepath.Join(filepath.Dir(file), "..", "..", "gen")
-	pkgs, err := parser.ParseDir(token.NewFileSet(), dir, nil, 0)
+	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err == nil && len(files) == 0 {
+		err = errors.New("no Go files")
+	}
 	if err != nil {
-		loadErr = fmt.Errorf("gensql: parse %s: %w", dir, err)
+		loadErr = fmt.Errorf("gensql: %s: %w", dir, err)
 		return
 	}
+	fset := token.NewFileSet()
 	queries = map[string]string{}
-	for _, pkg := range pkgs {
-		for _, f := range pkg.Files {
-			for _, decl := range f.Decls {
-				gd, ok := decl.(*ast.GenDecl)
-				if !ok || gd.Tok != token.CONST {
-					continue
-				}
-				for _, spec := range gd.Specs {
-					vs := spec.(*ast.ValueSpec)
-					for i, name := range vs.Names {
-						lit, ok := vs.Values[i].(*ast.BasicLit)
-						if !ok || lit.Kind != token.STRING {
-							continue
-						}
-						sql, err := strconv.Unquote(lit.Value)
-						if err != nil || !strings.HasPrefix(sql, "-- name: ") {
-							continue
-						}
-						queries[exported(name.Name)] = sql
+	for _, path := range files {
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			loadErr = fmt.Errorf("gensql: parse %s: %w", path, err)
+			return
+		}
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok || gd.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, name := range vs.Names {
+					lit, ok := vs.Values[i].(*ast.BasicLit)
+					if !ok || lit.Kind != token.STRING {
+						continue
 					}
+					sql, err := strconv.Unquote(lit.Value)
+					if err != nil || !strings.HasPrefix(sql, "-- name: ") {
+						continue
+					}
+					queries[exported(name.Name)] = sql
 				}
 			}
 		}

@@ -67,14 +67,8 @@ func runLegacyApp(ctx context.Context, pool *pgxpool.Pool, workers int, h worker
 	writer := startAppBatchWriter(pool)
 	completions := recordCompletions(ctx, writer.written.distinct)
 	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
+	var errs firstError
 	var running atomic.Int64
-	fail := func(err error) {
-		if ctx.Err() == nil {
-			errOnce.Do(func() { firstErr = err })
-		}
-	}
 	for w := range workers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 28))
@@ -88,7 +82,7 @@ func runLegacyApp(ctx context.Context, pool *pgxpool.Pool, workers int, h worker
 				task, found, err := claimAppTask(ctx, q, pool, order)
 				if err != nil {
 					running.Add(-1)
-					fail(err)
+					errs.set(ctx, err)
 					return
 				}
 				if !found {
@@ -97,7 +91,7 @@ func runLegacyApp(ctx context.Context, pool *pgxpool.Pool, workers int, h worker
 						// held: stop only when nothing is pending.
 						pending, err := q.LegacyTaskAnyPending(ctx, pool)
 						if err != nil {
-							fail(err)
+							errs.set(ctx, err)
 							return
 						}
 						if !pending {
@@ -120,17 +114,15 @@ func runLegacyApp(ctx context.Context, pool *pgxpool.Pool, workers int, h worker
 				writer.add(appOutcome{id: task.ID, at: time.Now(), res: res})
 				running.Add(-1)
 				if err != nil {
-					fail(err)
+					errs.set(ctx, err)
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	if err := writer.stop(); err != nil && firstErr == nil {
-		firstErr = err
-	}
-	return claims, completions(), firstErr
+	errs.keep(writer.stop())
+	return claims, completions(), errs.err
 }
 
 // claimAppTask is the application's claimPendingTask: GetNextTask for each

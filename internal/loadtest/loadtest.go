@@ -540,14 +540,8 @@ func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Ha
 	finished := &runCounter{}
 	completions := recordCompletions(ctx, finished.distinct)
 	var wg sync.WaitGroup
-	var firstErr error
-	var errOnce sync.Once
+	var errs firstError
 	var running atomic.Int64
-	fail := func(err error) {
-		if ctx.Err() == nil {
-			errOnce.Do(func() { firstErr = err })
-		}
-	}
 	for range workers {
 		wg.Go(func() {
 			for ctx.Err() == nil {
@@ -566,7 +560,7 @@ func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Ha
 				}
 				if err != nil {
 					running.Add(-1)
-					fail(err)
+					errs.set(ctx, err)
 					return
 				}
 				claims.Record(time.Since(start))
@@ -584,14 +578,34 @@ func runLegacy(ctx context.Context, pool *pgxpool.Pool, workers int, h worker.Ha
 				}
 				running.Add(-1)
 				if err != nil {
-					fail(err)
+					errs.set(ctx, err)
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	return claims, completions(), firstErr
+	return claims, completions(), errs.err
+}
+
+// firstError keeps the first error of a mode's workers. Those reported
+// after ctx ended are left out: they are the cancellation's, not the run's.
+type firstError struct {
+	once sync.Once
+	err  error
+}
+
+func (f *firstError) set(ctx context.Context, err error) {
+	if ctx.Err() == nil {
+		f.keep(err)
+	}
+}
+
+// keep keeps err, whenever it comes, if no error came before.
+func (f *firstError) keep(err error) {
+	if err != nil {
+		f.once.Do(func() { f.err = err })
+	}
 }
 
 // legacyEnqueue is the application's old EnqueueURLs: the job's task count

@@ -35,17 +35,10 @@ func startSampler(ctx context.Context, dbURL string) *sampler {
 		}
 		defer conn.Close(context.Background())
 		q := gen.New()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+		everyTick(ctx, 10*time.Millisecond, func() {
 			waits, err := q.LockWaitsCurrent(ctx, conn)
 			if err != nil {
-				continue
+				return
 			}
 			s.mu.Lock()
 			for _, w := range waits {
@@ -53,7 +46,7 @@ func startSampler(ctx context.Context, dbURL string) *sampler {
 				s.longest = max(s.longest, time.Duration(w.WaitedMs*float64(time.Millisecond)))
 			}
 			s.mu.Unlock()
-		}
+		})
 	}()
 	return s
 }
@@ -118,23 +111,31 @@ func startProgress(ctx context.Context, cfg Config, mode Mode, pool *pgxpool.Poo
 	}
 	start := time.Now()
 	wg.Go(func() {
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+		everyTick(ctx, 500*time.Millisecond, func() {
 			var done int
 			err := pool.QueryRow(ctx,
 				"SELECT count(*) FROM tasks WHERE status IN ('completed', 'failed', 'skipped')").Scan(&done)
 			if err == nil {
 				cfg.OnProgress(Progress{Mode: mode, Done: done, Total: cfg.Tasks, Elapsed: time.Since(start)})
 			}
-		}
+		})
 	})
 	return &wg
+}
+
+// everyTick calls fn every interval (the first time one interval from now)
+// until ctx ends.
+func everyTick(ctx context.Context, interval time.Duration, fn func()) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			fn()
+		}
+	}
 }
 
 // Sample is one point of a mode's completion series: Done tasks had

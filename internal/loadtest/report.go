@@ -16,14 +16,7 @@ import (
 // as a share of the known pages' rate, and the rate without statistics of
 // the new rows as a share of the rate with them (+analyzed).
 func WriteTable(w io.Writer, results []Result) error {
-	var known, discover []Result
-	for _, r := range results {
-		if r.Mode.Discovers() {
-			discover = append(discover, r)
-		} else {
-			known = append(known, r)
-		}
-	}
+	discover, known := split(results, Mode.Discovers)
 	for _, group := range []struct {
 		title   string
 		results []Result
@@ -86,14 +79,7 @@ func writeTable(w io.Writer, results []Result) error {
 // results, and a column per measure of reportRows that has a ratio: a table
 // of its own, so that two befores do not double the width of the first.
 func writeRatios(w io.Writer, results []Result) error {
-	var befores, afters []Result
-	for _, r := range results {
-		if r.Mode.Legacy() {
-			befores = append(befores, r)
-		} else {
-			afters = append(afters, r)
-		}
-	}
+	befores, afters := split(results, Mode.Legacy)
 	if len(befores) == 0 || len(afters) == 0 {
 		return nil
 	}
@@ -183,4 +169,17 @@ func ratio(a, b float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.1fx", a/b)
+}
+
+// split parts results, in order, into those whose mode is, and is not, what
+// is asks.
+func split(results []Result, is func(Mode) bool) (yes, no []Result) {
+	for _, r := range results {
+		if is(r.Mode) {
+			yes = append(yes, r)
+		} else {
+			no = append(no, r)
+		}
+	}
+	return yes, no
 }

@@ -11,19 +11,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/blue-banded-bee/taskq/internal/pglaunch"
 )
 
 // DefaultURL is where a local development server listens on this machine kind.
@@ -51,21 +49,10 @@ func Find(ctx context.Context, url string) (Server, error) {
 	if url != "" {
 		return Server{URL: url}, nil
 	}
-	if ping(ctx, DefaultURL) == nil {
+	if pglaunch.Ping(ctx, DefaultURL) == nil {
 		return Server{URL: DefaultURL}, nil
 	}
 	return StartThrowaway(ctx)
-}
-
-func ping(ctx context.Context, url string) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	return conn.Ping(ctx)
 }
 
 // Dir is where this user's throwaway cluster lives.
@@ -76,11 +63,11 @@ func Dir() string {
 // StartThrowaway starts this user's throwaway cluster, or returns it if it is
 // already running.
 func StartThrowaway(ctx context.Context) (Server, error) {
-	bin, err := binDir()
+	dir := Dir()
+	c, err := cluster(dir)
 	if err != nil {
 		return Server{}, err
 	}
-	dir := Dir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return Server{}, fmt.Errorf("throwaway postgres: %w", err)
 	}
@@ -92,114 +79,58 @@ func StartThrowaway(ctx context.Context) (Server, error) {
 
 	srv := Server{Throwaway: true, Dir: dir}
 	if port, err := os.ReadFile(filepath.Join(dir, "port")); err == nil {
-		srv.URL = urlForPort(strings.TrimSpace(string(port)))
-		if ping(ctx, srv.URL) == nil {
+		if c.Port, err = strconv.Atoi(strings.TrimSpace(string(port))); err == nil && pglaunch.Ping(ctx, c.URL()) == nil {
+			srv.URL = c.URL()
 			return srv, nil
 		}
 	}
-
-	runAs, err := owner()
-	if err != nil {
-		return Server{}, err
-	}
-	data := filepath.Join(dir, "data")
-	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
-		_ = os.RemoveAll(data)
-		if err := runAs.chown(dir); err != nil {
-			return Server{}, err
-		}
-		if err := runAs.run(ctx, filepath.Join(bin, "initdb"),
-			"-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"); err != nil {
-			return Server{}, fmt.Errorf("throwaway postgres: initdb: %w", err)
+	if !c.Initialised() {
+		_ = os.RemoveAll(c.DataDir())
+		if err := c.Init(ctx); err != nil {
+			return Server{}, fmt.Errorf("throwaway postgres: %w", err)
 		}
 	}
-	port, err := freePort()
-	if err != nil {
+	if err := c.Start(ctx, "max_connections=300"); err != nil {
+		return Server{}, fmt.Errorf("throwaway postgres: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "port"), []byte(strconv.Itoa(c.Port)), 0o644); err != nil {
 		return Server{}, err
 	}
-	logFile := filepath.Join(dir, "postgres.log")
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300", port, dir)
-	if err := runAs.chown(dir); err != nil {
-		return Server{}, err
-	}
-	if err := runAs.run(ctx, filepath.Join(bin, "pg_ctl"),
-		"-D", data, "-l", logFile, "-o", opts, "-w", "-t", "60", "start"); err != nil {
-		return Server{}, fmt.Errorf("throwaway postgres: pg_ctl start (log: %s): %w", logFile, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "port"), []byte(strconv.Itoa(port)), 0o644); err != nil {
-		return Server{}, err
-	}
-	srv.URL = urlForPort(strconv.Itoa(port))
-	return srv, ping(ctx, srv.URL)
+	srv.URL = c.URL()
+	return srv, nil
 }
 
 // StopThrowaway stops this user's throwaway cluster and deletes it.
 func StopThrowaway(ctx context.Context) error {
 	dir := Dir()
-	data := filepath.Join(dir, "data")
-	if _, err := os.Stat(data); err != nil {
+	if _, err := os.Stat(filepath.Join(dir, "data")); err != nil {
 		return nil
 	}
-	bin, err := binDir()
-	if err != nil {
-		return err
-	}
-	runAs, err := owner()
+	c, err := cluster(dir)
 	if err != nil {
 		return err
 	}
 	// Already stopped is fine; anything else leaves the directory for a look.
-	if err := runAs.run(ctx, filepath.Join(bin, "pg_ctl"), "-D", data, "-m", "fast", "-w", "stop"); err != nil {
-		if _, statErr := os.Stat(filepath.Join(data, "postmaster.pid")); statErr == nil {
-			return fmt.Errorf("throwaway postgres: pg_ctl stop: %w", err)
-		}
+	if err := c.Stop(ctx, "fast"); err != nil && c.Running() {
+		return fmt.Errorf("throwaway postgres: %w", err)
 	}
 	return os.RemoveAll(dir)
 }
 
-func urlForPort(port string) string {
-	return "postgres://postgres@127.0.0.1:" + port + "/postgres?sslmode=disable"
-}
-
-// binDir finds the directory holding initdb and pg_ctl: PATH, pg_config, or
-// Debian's /usr/lib/postgresql/<version>/bin (newest version first).
-func binDir() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			return filepath.Dir(real), nil
-		}
-		return filepath.Dir(p), nil
+// cluster is the throwaway cluster in dir; the error, wrapping ErrNoPostgres,
+// says what to do when it cannot be run here.
+func cluster(dir string) (*pglaunch.Cluster, error) {
+	c, err := pglaunch.NewCluster(dir)
+	if errors.Is(err, pglaunch.ErrNotInstalled) {
+		return nil, fmt.Errorf("%w: nothing answers at 127.0.0.1:5432 and no PostgreSQL binaries "+
+			"(initdb, pg_ctl) are installed; install them (Debian/Ubuntu: apt-get install postgresql) "+
+			"or point at a server you have (DATABASE_URL for taskq, TASKQ_TEST_DATABASE_URL for the tests)", ErrNoPostgres)
 	}
-	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
-		dir := strings.TrimSpace(string(out))
-		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
-			return dir, nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) > versionOf(dirs[j]) })
-	for _, dir := range dirs {
-		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
-			return dir, nil
-		}
-	}
-	return "", fmt.Errorf("%w: nothing answers at 127.0.0.1:5432 and no PostgreSQL binaries "+
-		"(initdb, pg_ctl) are installed; install them (Debian/Ubuntu: apt-get install postgresql) "+
-		"or point at a server you have (DATABASE_URL for taskq, TASKQ_TEST_DATABASE_URL for the tests)", ErrNoPostgres)
-}
-
-func versionOf(binDir string) int {
-	v, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
-	return v
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("%w: %w, or point at a server "+
+			"(DATABASE_URL for taskq, TASKQ_TEST_DATABASE_URL for the tests)", ErrNoPostgres, err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return c, nil
 }
 
 func lockFile(path string) (unlock func(), err error) {
@@ -215,58 +146,6 @@ func lockFile(path string) (unlock func(), err error) {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
-}
-
-// account is who runs initdb and postgres: this process's user, or the
-// "postgres" system user when this process is root (initdb refuses root).
-type account struct {
-	cred *syscall.Credential
-}
-
-func owner() (account, error) {
-	if os.Geteuid() != 0 {
-		return account{}, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return account{}, fmt.Errorf("%w: running as root, and initdb refuses root; "+
-			"no \"postgres\" user to run it as (%v): run as another user, or point at a server "+
-			"(DATABASE_URL for taskq, TASKQ_TEST_DATABASE_URL for the tests)", ErrNoPostgres, err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return account{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}, nil
-}
-
-func (a account) chown(dir string) error {
-	if a.cred == nil {
-		return nil
-	}
-	return filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		return os.Lchown(path, int(a.cred.Uid), int(a.cred.Gid))
-	})
-}
-
-func (a account) run(ctx context.Context, name string, args ...string) error {
-	cmd := exec.CommandContext(ctx, name, args...)
-	if a.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: a.cred}
-	}
-	// The server outlives this process: keep it out of our process group so
-	// a Ctrl-C here does not stop it mid-test.
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
-	}
-	cmd.SysProcAttr.Setpgid = true
-	cmd.Dir = os.TempDir()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
-	}
-	return nil
 }
 
 // CreateDatabase creates the database name on the server that serverURL

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/blue-banded-bee/taskq/internal/localpg"
+	"github.com/blue-banded-bee/taskq/internal/pglaunch"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
 )
 
@@ -62,5 +65,52 @@ func TestCreateDatabaseUnreachable(t *testing.T) {
 	_, _, err := localpg.CreateDatabase(ctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable", "x")
 	if !errors.Is(err, localpg.ErrUnreachable) {
 		t.Fatalf("err = %v, want ErrUnreachable", err)
+	}
+}
+
+// TestThrowawayStartsReusesAndStops starts a throwaway cluster in a private
+// temporary directory (as the "postgres" user when the test runs as root),
+// finds it again rather than starting a second one, and removes it.
+func TestThrowawayStartsReusesAndStops(t *testing.T) {
+	ctx := context.Background()
+	// Not t.TempDir(): its parent is private to this user, and the server
+	// may run as another one.
+	tmp, err := os.MkdirTemp("", "localpg-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(tmp) })
+	t.Setenv("TMPDIR", tmp)
+	if _, err := pglaunch.BinDir(); err != nil {
+		t.Skipf("no PostgreSQL binaries: %v", err)
+	}
+
+	first, err := localpg.StartThrowaway(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = localpg.StopThrowaway(context.Background()) })
+	if !first.Throwaway || first.Dir != localpg.Dir() || filepath.Dir(first.Dir) != tmp {
+		t.Fatalf("server = %+v; want a throwaway one in %s", first, tmp)
+	}
+	if err := pglaunch.Ping(ctx, first.URL); err != nil {
+		t.Fatalf("throwaway server does not answer: %v", err)
+	}
+	again, err := localpg.StartThrowaway(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.URL != first.URL {
+		t.Fatalf("second start gave %s; want the running server at %s", again.URL, first.URL)
+	}
+
+	if err := localpg.StopThrowaway(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := pglaunch.Ping(ctx, first.URL); err == nil {
+		t.Fatalf("server at %s still answers after StopThrowaway", first.URL)
+	}
+	if _, err := os.Stat(first.Dir); !os.IsNotExist(err) {
+		t.Fatalf("%s still there after StopThrowaway (stat: %v)", first.Dir, err)
 	}
 }

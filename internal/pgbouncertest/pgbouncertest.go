@@ -19,8 +19,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -31,6 +29,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/blue-banded-bee/taskq/internal/pglaunch"
 )
 
 // Options tune the PgBouncer Start runs. The zero value is a small pool
@@ -144,14 +144,11 @@ const installHint = "pgbouncer is not installed (looked in PATH and /usr/sbin/pg
 // Binary returns the path of the pgbouncer binary: the one in PATH, else
 // Debian's /usr/sbin/pgbouncer (not in every user's PATH).
 func Binary() (string, error) {
-	if p, err := exec.LookPath("pgbouncer"); err == nil {
-		return p, nil
+	p, err := pglaunch.PgBouncer()
+	if err != nil {
+		return "", errors.New(installHint)
 	}
-	const debian = "/usr/sbin/pgbouncer"
-	if _, err := os.Stat(debian); err == nil {
-		return debian, nil
-	}
-	return "", errors.New(installHint)
+	return p, nil
 }
 
 // Start runs a PgBouncer with pool_mode = transaction in front of the
@@ -179,14 +176,14 @@ func Start(t testing.TB, databaseURL string, opts Options) *Bouncer {
 			t.Fatalf("pgbouncertest: %q cannot go into pgbouncer.ini unquoted", v)
 		}
 	}
-	runAs, err := account()
+	runAs, err := pglaunch.Unprivileged("pgbouncer")
 	if err != nil {
 		t.Fatalf("pgbouncertest: %v", err)
 	}
 
 	dir := t.TempDir()
 	// PgBouncer reads its files and writes its log and pid file here.
-	if err := runAs.own(dir); err != nil {
+	if err := runAs.Give(dir); err != nil {
 		t.Fatalf("pgbouncertest: %v", err)
 	}
 
@@ -194,7 +191,7 @@ func Start(t testing.TB, databaseURL string, opts Options) *Bouncer {
 	// it; try again on another.
 	var lastErr error
 	for range 3 {
-		port, err := freePort()
+		port, err := pglaunch.FreePort()
 		if err != nil {
 			t.Fatalf("pgbouncertest: %v", err)
 		}
@@ -237,7 +234,7 @@ func poolerURL(target *pgconn.Config, port int, database string) string {
 	return u.String()
 }
 
-func writeConfig(b *Bouncer, target *pgconn.Config, opts Options, runAs runner) error {
+func writeConfig(b *Bouncer, target *pgconn.Config, opts Options, runAs pglaunch.Account) error {
 	// The server connection logs in as the test's user whatever the client
 	// says, with the password when there is one (auth to PostgreSQL); clients
 	// are trusted (auth_type = trust still wants them in auth_file).
@@ -283,7 +280,7 @@ log_disconnections = 0
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			return err
 		}
-		if err := runAs.own(path); err != nil {
+		if err := runAs.Give(path); err != nil {
 			return err
 		}
 	}
@@ -306,12 +303,8 @@ func extra(settings map[string]string) string {
 }
 
 // run starts pgbouncer and waits until it answers a query; stop ends it.
-func run(bin string, b *Bouncer, runAs runner) (stop func(), err error) {
-	cmd := exec.Command(bin, filepath.Join(b.Dir, "pgbouncer.ini"))
-	cmd.Dir = b.Dir
-	if runAs.cred != nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: runAs.cred}
-	}
+func run(bin string, b *Bouncer, runAs pglaunch.Account) (stop func(), err error) {
+	cmd := runAs.Command(b.Dir, bin, filepath.Join(b.Dir, "pgbouncer.ini"))
 	// Its log goes to pgbouncer.log; stderr only carries start-up failures
 	// before the log is open.
 	var stderr strings.Builder
@@ -332,87 +325,21 @@ func run(bin string, b *Bouncer, runAs runner) (stop func(), err error) {
 		}
 	}
 
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	var exitErr error
+	gone := func() error {
 		select {
 		case err := <-exited:
-			return nil, fmt.Errorf("pgbouncer exited (%v): %s\nlog:\n%s", err, strings.TrimSpace(stderr.String()), b.Log())
+			exitErr = fmt.Errorf("pgbouncer exited (%v): %s\nlog:\n%s", err, strings.TrimSpace(stderr.String()), b.Log())
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := answers(ctx, b.URL)
-		cancel()
-		if err == nil {
-			return stop, nil
+		return exitErr
+	}
+	if err := pglaunch.Await(context.Background(), b.URL, 15*time.Second, gone); err != nil {
+		if exitErr != nil {
+			return nil, exitErr
 		}
-		if time.Now().After(deadline) {
-			stop()
-			return nil, fmt.Errorf("pgbouncer on port %d does not answer after 15s: %w\nlog:\n%s", b.Port, err, b.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
+		stop()
+		return nil, fmt.Errorf("pgbouncer on port %d: %w\nlog:\n%s", b.Port, err, b.Log())
 	}
-}
-
-// answers runs one query through the pooler, which also checks that
-// PgBouncer can log in to the database.
-func answers(ctx context.Context, pooled string) error {
-	cfg, err := pgx.ParseConfig(pooled)
-	if err != nil {
-		return err
-	}
-	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	_, err = conn.Exec(ctx, "SELECT 1")
-	return err
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// runner is who runs pgbouncer: this process's user, or the "postgres"
-// system user when this process is root (pgbouncer refuses to run as root).
-type runner struct {
-	cred *syscall.Credential
-}
-
-func account() (runner, error) {
-	if os.Geteuid() != 0 {
-		return runner{}, nil
-	}
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return runner{}, fmt.Errorf("running as root, which pgbouncer refuses, and there is no "+
-			"\"postgres\" user to run it as (%v): run the tests as another user", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return runner{cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}, nil
-}
-
-// own gives path to the runner, and lets it reach path through its parent:
-// t.TempDir's parent directory is private (0700) to the test's user.
-func (r runner) own(path string) error {
-	if r.cred == nil {
-		return nil
-	}
-	if err := os.Chown(path, int(r.cred.Uid), int(r.cred.Gid)); err != nil {
-		return err
-	}
-	parent := filepath.Dir(path)
-	info, err := os.Stat(parent)
-	if err != nil {
-		return err
-	}
-	// Search (x) for others, no listing: enough to open a known path.
-	return os.Chmod(parent, info.Mode().Perm()|0o001)
+	return stop, nil
 }

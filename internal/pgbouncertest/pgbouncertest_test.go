@@ -17,7 +17,7 @@ func connect(t *testing.T, url string) *pgx.Conn {
 		t.Fatal(err)
 	}
 	// Unprepared statements: the point here is the pooling, not pgx's
-	// statement cache (internal/pooler shows what that cache does).
+	// statement cache (internal/testsuites/pooler shows what that cache does).
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
 	conn, err := pgx.ConnectConfig(context.Background(), cfg)
 	if err != nil {

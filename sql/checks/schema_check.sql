@@ -1,6 +1,6 @@
 -- Schema check: one row per problem, columns (check, object, detail); no rows
 -- means the schema passes. Plain PostgreSQL 15+ over pg_catalog, read-only, so
--- it runs the same from the Go tests (internal/schemacheck) and from psql
+-- it runs the same from the Go tests (internal/testsuites/schemacheck) and from psql
 -- against any database, Supabase included:
 --
 --     psql "$DATABASE_URL" -f sql/checks/schema_check.sql

@@ -18,7 +18,7 @@
 // synthetic site, and can hold a run's result for a test to kill it there.
 //
 // The multi-process tests each run on a private PostgreSQL cluster (package
-// pgcluster): the restart test because the shared server must never be
+// pgclustertest): the restart test because the shared server must never be
 // restarted, the others because their worker processes hold some fifty
 // connections each, half of the shared server's max_connections, which the
 // other test packages running at the same time need too. The tests of

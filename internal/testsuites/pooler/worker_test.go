@@ -1,7 +1,6 @@
 package pooler_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/internal/pgbouncertest"
+	"github.com/blue-banded-bee/taskq/internal/sharedtest"
 	"github.com/blue-banded-bee/taskq/tasks"
 	"github.com/blue-banded-bee/taskq/worker"
 )
@@ -34,7 +34,7 @@ func TestWorkerPoolPollsThroughPooler(t *testing.T) {
 			const workers, n = 8, 300
 			f := setup(t, pgbouncertest.Options{PoolSize: 2})
 			d := f.open(t, db.Options{Pooler: true, MaxConns: workers + 4})
-			var logs lockedBuffer
+			var logs sharedtest.Buffer
 			h := &recorder{}
 			p := worker.New(d.Queue(), h, worker.Config{
 				Workers: workers, ClaimBatch: batch, PollInterval: 20 * time.Millisecond,
@@ -97,7 +97,7 @@ func TestListenThroughPoolerIsDeaf(t *testing.T) {
 	defer cancel()
 	f := setup(t, pgbouncertest.Options{PoolSize: 2})
 
-	var listenErrs lockedBuffer
+	var listenErrs sharedtest.Buffer
 	listen := func(url string) *tasks.Waker {
 		w := tasks.NewWaker()
 		connected := w.Wait() // closed by the wake-up after LISTEN succeeds
@@ -214,24 +214,6 @@ func (r *recorder) ranTwice() int {
 		}
 	}
 	return n
-}
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // waitFor waits up to a minute for cond, checked every 5ms.

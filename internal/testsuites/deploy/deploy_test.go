@@ -1,13 +1,11 @@
 package deploy_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -20,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/sharedtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 )
 
@@ -285,7 +284,7 @@ func TestGoRunnerAndScriptTakeTurns(t *testing.T) {
 
 		deploy := startDeploy(t, url, []string{"DEPLOY_LOCK_TIMEOUT=60s"})
 		waitFor(t, "the script holding the migration lock", func() bool { return lockHolder(t, conn) == "taskq-deploy-lock" })
-		var runnerLog syncBuffer
+		var runnerLog sharedtest.Buffer
 		runnerDone := make(chan error, 1)
 		go func() { runnerDone <- migrate.Runner{URL: url, Log: &runnerLog}.Up(ctx) }()
 		waitFor(t, "the runner waiting for the lock", func() bool { return strings.Contains(runnerLog.String(), waitingMessage) })
@@ -468,7 +467,7 @@ func startDeploy(t *testing.T, url string, env []string, args ...string) *deploy
 	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "DBMATE=") }) {
 		env = append(env, "DBMATE="+pinnedDbmate(t))
 	}
-	root := repoRoot(t)
+	root := sharedtest.RepoRoot(t)
 	dir := t.TempDir()
 	out, err := os.CreateTemp(dir, "deploy-*.log")
 	if err != nil {
@@ -564,7 +563,7 @@ func pinnedDbmate(t *testing.T) string {
 	t.Helper()
 	pinned.once.Do(func() {
 		cmd := exec.Command("go", "tool", "-n", "-modfile=tools/go.mod", "dbmate")
-		cmd.Dir = repoRoot(t)
+		cmd.Dir = sharedtest.RepoRoot(t)
 		out, err := cmd.Output()
 		pinned.path, pinned.err = strings.TrimSpace(string(out)), err
 	})
@@ -632,7 +631,7 @@ var migrationFile = regexp.MustCompile(`^(\d+)_.+\.sql$`)
 // fileVersions lists the versions of the migration files the script reads.
 func fileVersions(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(repoRoot(t), "sql", "schema"))
+	entries, err := os.ReadDir(filepath.Join(sharedtest.RepoRoot(t), "sql", "schema"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -749,31 +748,4 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("no caller information")
-	}
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,16 +1,13 @@
 package faults_test
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,8 +20,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/blue-banded-bee/taskq/internal/pgcluster"
+	"github.com/blue-banded-bee/taskq/internal/pgclustertest"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/internal/sharedtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/tasks"
 )
@@ -62,14 +60,9 @@ type binaries struct {
 // "go build" from the repository root.
 func build(t *testing.T) binaries {
 	t.Helper()
+	root := sharedtest.RepoRoot(t)
 	built.once.Do(func() {
-		_, file, _, ok := runtime.Caller(0)
-		if !ok {
-			built.err = errors.New("cannot locate the source of the faults tests")
-			return
-		}
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./cmd/taskq", "./internal/faults/faultworker")
+		cmd := exec.Command("go", "build", "-o", binDir+string(filepath.Separator), "./cmd/taskq", "./internal/testsuites/faults/faultworker")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("go build: %w\n%s", err, out)
@@ -100,28 +93,10 @@ func seededRand(t *testing.T) *rand.Rand {
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout sharedtest.Buffer
+	stderr sharedtest.Buffer
 	done   chan struct{}
 	err    error // from Wait, once done is closed
-}
-
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startProc starts bin with args, DATABASE_URL set to dbURL. The process is
@@ -234,9 +209,9 @@ func setup(t *testing.T) fixture {
 
 // setupPrivate is setup on a private cluster of the test's own, for a test
 // that restarts the server or would otherwise crowd the shared one.
-func setupPrivate(t *testing.T) (fixture, *pgcluster.Cluster) {
+func setupPrivate(t *testing.T) (fixture, *pgclustertest.Cluster) {
 	t.Helper()
-	cluster := pgcluster.Start(t)
+	cluster := pgclustertest.Start(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, cluster.URL)
 	if err != nil {

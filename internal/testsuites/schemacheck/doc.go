@@ -9,7 +9,7 @@
 // that), and that the base schema production ran before the plan's fixes
 // fails with exactly the problems the plan fixed.
 //
-// The query itself is embedded by package checks next to the SQL file:
-// go:embed cannot reach a parent directory, and a Go package beside the file,
-// like sql/schema's, ties the tests to the file at compile time.
+// The query itself is embedded by package checks next to the SQL file: an
+// embed directive cannot reach a parent directory, and a Go package beside
+// the file, like sql/schema's, ties the tests to the file at compile time.
 package schemacheck
