@@ -400,7 +400,9 @@ func (f *finisher) finish(ctx context.Context, o tasks.Outcome) error {
 	f.waiting = rest
 	f.mu.Unlock()
 
-	f.write(ctx, batch)
+	wctx, cancel := batchContext(batch)
+	f.write(wctx, batch)
+	cancel()
 
 	f.mu.Lock()
 	if len(f.waiting) > 0 {
@@ -412,8 +414,26 @@ func (f *finisher) finish(ctx context.Context, o tasks.Outcome) error {
 	return <-c.done
 }
 
-// write records the batch's outcomes and tells each call its result. The
-// writer's ctx bounds the statement; a refused outcome (bad input) refuses
+// batchContext is the context a batch is written under: it ends when every
+// call in the batch has ended, so that one caller giving up does not fail
+// the outcomes of the others it happened to write for.
+func batchContext(batch []*finishCall) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(batch[0].ctx))
+	go func() {
+		for _, c := range batch {
+			select {
+			case <-c.ctx.Done():
+			case <-ctx.Done():
+				return
+			}
+		}
+		cancel()
+	}()
+	return ctx, cancel
+}
+
+// write records the batch's outcomes and tells each call its result. ctx
+// bounds the statement; a refused outcome (bad input) refuses
 // the whole statement, so then each is written alone, to refuse only it.
 func (f *finisher) write(ctx context.Context, batch []*finishCall) {
 	outcomes := make([]tasks.Outcome, len(batch))
