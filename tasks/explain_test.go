@@ -545,7 +545,7 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 		seed(t, f.pool, "ANALYZE")
 	}
 	// 32 shards of n tasks each, so that one claim can take n.
-	f.job(t, tasks.JobOptions{Concurrency: 32 * n}, 32*n)
+	job := f.job(t, tasks.JobOptions{Concurrency: 32 * n}, 32*n)
 	if analyze == "after the enqueue" {
 		seed(t, f.pool, "ANALYZE")
 	}
@@ -574,24 +574,46 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 		lengths = append(lengths, 1)
 		headers = append(headers, []byte(`{"Content-Type": ["text/html"]}`))
 	}
+	// A flush's links: n paths, the first half pages the job has, the rest
+	// pages of the domain the job has not (as PageUpsertMany leaves them).
+	seed(t, f.pool, fmt.Sprintf(`INSERT INTO pages (domain_id, path)
+		SELECT j.domain_id, '/scale/new/' || i FROM jobs j, generate_series(0, %d) i WHERE j.id = '%s'`, n-1, job.ID))
+	var links []string
+	var priorities []float64
+	known := pages(n / 2)
+	for i := range n {
+		path := fmt.Sprintf("/scale/new/%d", i)
+		if i < n/2 {
+			path = known[i].Path
+		}
+		links = append(links, path)
+		priorities = append(priorities, 0.5)
+	}
 	cases := []struct {
 		query string
 		args  []any
+		// rows is how many rows the statement returns; 0: n.
+		rows float64
 	}{
-		{"TaskClaim", []any{anyJob, &now, int32(n), "w2", int64(60000)}},
+		{"TaskClaim", []any{anyJob, &now, int32(n), "w2", int64(60000)}, 0},
 		{"TaskFinishMany", []any{ids, workers, attempts, falses, falses, falses, codes, codes,
 			texts, texts, lengths, headers, texts,
 			// The fetch's redirect and timing, the second request, the checks.
 			texts, codes, codes, codes, codes, codes,
 			lengths, texts, lengths, headers, codes, codes, codes, codes, codes, headers,
-			&now, int64(1000), int64(100)}},
-		{"TaskReleaseMany", []any{ids, workers, attempts, &now}},
-		{"TaskExtendLease", []any{&now, int64(60000), ids, workers, attempts}},
+			&now, int64(1000), int64(100)}, 0},
+		{"TaskReleaseMany", []any{ids, workers, attempts, &now}, 0},
+		{"TaskExtendLease", []any{&now, int64(60000), ids, workers, attempts}, 0},
+		{"TaskEnqueue", []any{job.ID, int32(0), links, priorities, "link", "https://example.com/", tasks.NotifyChannel}, 1},
 	}
 	for _, c := range cases {
+		want := c.rows
+		if want == 0 {
+			want = n
+		}
 		for kind, plan := range explainAnalyze(t, f.pool, c.query, gensql.MustQuery(c.query), c.args...) {
-			if plan.ActualRows != n {
-				t.Errorf("%s (%s plan) returned %v rows, want %d: the check needs a full batch", c.query, kind, plan.ActualRows, n)
+			if plan.ActualRows != want {
+				t.Errorf("%s (%s plan) returned %v rows, want %v: the check needs a full batch", c.query, kind, plan.ActualRows, want)
 			}
 			plan.walk(func(node planNode) {
 				if read := node.ActualRows * node.ActualLoops; node.NodeType == "CTE Scan" && read > n {
