@@ -385,7 +385,9 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 		}
 	}
 	for _, job := range slices.Sorted(maps.Keys(perJob)) {
-		res, err := q.enqueue(ctx, db, job, Source{}, perJob[job])
+		// One statement per job, so the page each link was found on is not
+		// recorded, only that it was found as a link.
+		res, err := q.enqueue(ctx, db, job, Source{Type: "link"}, perJob[job])
 		switch {
 		case errors.Is(err, ErrInvalidTransition), errors.Is(err, ErrJobNotFound):
 			rep.LinksRefused += len(perJob[job])

@@ -57,6 +57,11 @@ func TestFinishWritesLinksWithTheOutcome(t *testing.T) {
 	if diff := cmp.Diff([]string{"/café", "/new", "/p00000", "/p00001"}, paths); diff != "" {
 		t.Errorf("the job's tasks (-want +got):\n%s", diff)
 	}
+	var linked int
+	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE job_id = $1 AND source_type = 'link'`,
+		job.ID).Scan(&linked); err != nil || linked != 2 {
+		t.Errorf("tasks found as links: %d, %v; want 2 (/new, /café)", linked, err)
+	}
 
 	// Links found by a task of a job cancelled meanwhile are refused.
 	next, err := f.queue.Claim(ctx, "w", 1)
