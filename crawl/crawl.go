@@ -50,6 +50,13 @@ type Fetcher struct {
 	// request when no check is made), for the CDN to store the page.
 	// Default 700ms, the application's.
 	CacheCheckDelay time.Duration
+	// Pacer, when set, hears each domain's robots.txt Crawl-delay: the
+	// fetcher reads robots.txt the first time it meets a domain and paces
+	// the domain by it unless it has a pace already (taskq work sets the
+	// queue here). Nil: robots.txt is not read.
+	Pacer Pacer
+
+	robots robotsCache
 }
 
 // DomainCache looks up and remembers each job's domain name and whether the
@@ -113,16 +120,22 @@ func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
+	f.readRobots(ctx, client, scheme, site.Domain)
 	target := scheme + "://" + site.Domain + t.Path
 	req, err := newRequest(ctx, http.MethodGet, target)
 	if err != nil {
 		return tasks.TaskResult{Err: err, Permanent: true}
 	}
+	if t.Late(time.Now()) {
+		// Going out now could undercut the domain's interval at the site.
+		return tasks.TaskResult{Err: tasks.ErrPaceMissed}
+	}
 	first, err := fetch(client, req, func(resp *http.Response) bool {
 		return site.FindLinks && resp.StatusCode < 300 && isHTML(resp.Header.Get("Content-Type"))
 	})
 	if err != nil {
-		return tasks.TaskResult{Err: err}
+		// No connection: the domain's pace backs off (tasks.TaskResult.BackOff).
+		return tasks.TaskResult{Err: err, ConnectionFailed: connectionFailed(ctx, err)}
 	}
 	res := tasks.TaskResult{
 		StatusCode:    first.status,
@@ -139,6 +152,12 @@ func (f *Fetcher) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult {
 	}
 	if first.status >= 500 {
 		res.Err = fmt.Errorf("server error: %s", first.statusText)
+	}
+	if first.status == http.StatusTooManyRequests || first.status == http.StatusServiceUnavailable {
+		// The site asks to slow down: the task is retried, and its domain's
+		// pace backs off, for at least Retry-After.
+		res.Err = fmt.Errorf("rate limited: %s", first.statusText)
+		res.RetryAfter, _ = RetryAfter(first.header, time.Now())
 	}
 	if first.body != nil && res.Err == nil {
 		for _, p := range Links(first.url, first.body) {

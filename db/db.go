@@ -35,6 +35,8 @@ type (
 	EnqueueResult     = tasks.EnqueueResult
 	Progress          = tasks.Progress
 	JobFilter         = tasks.JobFilter
+	Pace              = tasks.Pace
+	ArgumentError     = tasks.ArgumentError
 )
 
 // Errors; compare with errors.Is.
@@ -268,6 +270,36 @@ func (db *DB) ListJobs(ctx context.Context, filter JobFilter) ([]Job, error) {
 func (db *DB) PauseJob(ctx context.Context, id string) error  { return db.queue.PauseJob(ctx, id) }
 func (db *DB) ResumeJob(ctx context.Context, id string) error { return db.queue.ResumeJob(ctx, id) }
 func (db *DB) CancelJob(ctx context.Context, id string) error { return db.queue.CancelJob(ctx, id) }
+
+// SetDomainPace paces a domain: no two tasks of its jobs start less than
+// delaySeconds apart, whichever worker or host claims them (the queue's
+// claim enforces it). Fractions are kept to the millisecond. NaN, an
+// infinity, a negative delay or one over tasks.MaxPaceInterval fails with an
+// *ArgumentError (ErrInvalidArgument) and nothing is written. The delay
+// becomes the domain's floor: back-off learned from 429/503 responses rises
+// above it and comes back down to it. The domain is created if new.
+func (db *DB) SetDomainPace(ctx context.Context, domain string, delaySeconds float64) error {
+	d, err := tasks.CheckPaceSeconds("delaySeconds", delaySeconds)
+	if err != nil {
+		return err
+	}
+	return db.queue.SetDomainPace(ctx, domain, d)
+}
+
+// ClearDomainPace removes a domain's pace, set or learned; it reports
+// whether there was one.
+func (db *DB) ClearDomainPace(ctx context.Context, domain string) (bool, error) {
+	return db.queue.ClearDomainPace(ctx, domain)
+}
+
+// DomainPace returns a domain's pace, or ErrNotFound when it has none.
+func (db *DB) DomainPace(ctx context.Context, domain string) (*Pace, error) {
+	p, err := db.queue.DomainPace(ctx, domain)
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
 
 // IsRetryable tells whether err is worth retrying later as it is: the
 // database was unavailable, timed out, or aborted a transaction to resolve a

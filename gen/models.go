@@ -156,6 +156,19 @@ type Domain struct {
 	CreatedAt time.Time
 }
 
+// Per-domain pacing: no task of the domain starts before next_allowed_at; each claim moves it interval_ms on.
+type DomainPace struct {
+	DomainID int32
+	// The least interval: robots.txt Crawl-delay or the application's setting. Learned back-off never goes below it.
+	FloorMs       int64
+	IntervalMs    int64
+	NextAllowedAt time.Time
+	// Successes since the interval last changed; the interval steps down after a run of them.
+	Successes int32
+	Source    string
+	UpdatedAt time.Time
+}
+
 type Job struct {
 	ID             string
 	DomainID       int32
@@ -207,6 +220,10 @@ type JobShard struct {
 	Shard    int16
 	Capacity int32
 	Claims   int64
+	// The job's domain when it has a row in domain_paces, else NULL: the claim probes the pace only for these shards.
+	PacedDomainID *int32
+	// The domain's next_allowed_at as this shard's last claim set it: never later than the true one, so a claim passes over a shard whose domain is surely not due for one column test.
+	PacedUntil time.Time
 }
 
 type JobShareLink struct {

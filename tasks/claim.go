@@ -27,6 +27,20 @@ type Task struct {
 	LeaseExpiresAt time.Time
 	// Source is where the task's page was found, as enqueued.
 	Source Source
+	// Paced: the task's domain is paced (SetDomainPace, robots.txt, or
+	// learned from responses), and this claim moved its next allowed start.
+	// Its result feeds the pace (see TaskResult.BackOff).
+	Paced bool
+	// StartBy, for a paced task, is the latest time (this process's clock)
+	// at which its request may still go out: PaceStartBudget after the
+	// earliest the pace's reference time can have been here (the claim
+	// statement's sending, plus how long the server took from receiving it
+	// to stamping the pace), so a request sent by then keeps the site's gap
+	// within Config.PaceStartBudget of the interval, whatever the
+	// database's clock says. A handler that cannot start by
+	// then returns ErrPaceMissed and the worker pool hands the task back.
+	// Zero for an unpaced task.
+	StartBy time.Time
 }
 
 // ClaimOne claims a pending task for workerID (the best of the first free
@@ -45,7 +59,8 @@ func (q *Queue) ClaimOne(ctx context.Context, workerID string) (*Task, error) {
 // Claim claims up to n pending tasks of a running job for workerID in one
 // statement: the best (priority_score descending, then oldest) of the first
 // job shard with free capacity and claimable tasks that no other claimer is
-// using. Priority is exact within a shard; a job's tasks are dealt to its
+// using. A paced domain's shard (see SetDomainPace) is taken only once the
+// domain's next allowed start has come, and then for one task. Priority is exact within a shard; a job's tasks are dealt to its
 // shards round-robin in priority order, so across the job it interleaves.
 // Jobs are not ordered against each other. Never more than a job's
 // concurrency runs at once. It returns an empty slice, not an error, when
@@ -80,6 +95,7 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 	var out []Task
 	err := q.run(ctx, func(db gen.DBTX) error {
 		for attempt := 0; ; attempt++ {
+			sent := time.Now()
 			rows, err := q.q.TaskClaim(ctx, db, gen.TaskClaimParams{
 				JobID: job, Now: q.now(), MaxTasks: int32(n), WorkerID: workerID, LeaseMs: q.cfg.Lease.Milliseconds(),
 			})
@@ -88,6 +104,18 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 			}
 			if len(rows) > 0 || attempt == q.cfg.ClaimRetries {
 				out = tasksFromRows(rows, workerID)
+				for i, r := range rows {
+					if out[i].Paced {
+						// The statement reached the server after it was
+						// sent, and stamped the pace paced_after_us later
+						// (server clock, a duration): the pace's reference
+						// time is no earlier than sent + that, here. Bounded
+						// by what elapsed here, for a test clock's stamps.
+						after := time.Duration(r.PacedAfterUs) * time.Microsecond
+						after = max(0, min(after, time.Since(sent)))
+						out[i].StartBy = sent.Add(after + q.cfg.PaceStartBudget)
+					}
+				}
 				return nil
 			}
 			// Nothing claimed: either nothing is claimable, or every free
@@ -129,6 +157,7 @@ func tasksFromRows(rows []gen.TaskClaimRow, workerID string) []Task {
 			StartedAt:      r.StartedAt,
 			LeaseExpiresAt: r.LeaseExpiresAt,
 			Source:         Source{Type: deref(r.SourceType), URL: deref(r.SourceUrl)},
+			Paced:          r.PacedDomainID != 0,
 		}
 	}
 	return out

@@ -344,7 +344,7 @@ var statsStates = []struct {
 // noAutovacuum keeps autovacuum off the queue's tables in this database.
 func noAutovacuum(t *testing.T, pool *pgxpool.Pool) {
 	t.Helper()
-	for _, table := range []string{"domains", "pages", "jobs", "job_shards", "job_tallies", "job_admissions", "tasks"} {
+	for _, table := range []string{"domains", "pages", "jobs", "job_shards", "job_tallies", "job_admissions", "domain_paces", "tasks"} {
 		seed(t, pool, "ALTER TABLE "+table+" SET (autovacuum_enabled = false)")
 	}
 }
@@ -419,44 +419,47 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"QueueDepth", nil, "idx_tasks_job_id_status", 0, true, ""},
 		{"TaskThroughputPerMinute", []any{int32(900)}, "idx_tasks_job_id_status", 0, false, ""},
 	}
+	// The same claims with the live job's domain paced (in the states
+	// seeded by seedFilledQueue every job is on it), next to 1,000 other
+	// paced domains: first with its next start due, then an hour away.
+	type explainCase = struct {
+		query         string
+		args          []any
+		wantIndex     string
+		reads         int
+		readsLiveJobs bool
+		hashesIn      string
+	}
+	pacedCases := []explainCase{
+		{"TaskClaim", []any{anyJob, &now, int32(1), "w", int64(60000)}, "domain_paces_pkey", 32 + 1, false, ""},
+		{"TaskClaim", []any{anyJob, &now, int32(500), "w", int64(60000)}, "domain_paces_pkey", 32 + 500, false, ""},
+		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000)}, "domain_paces_pkey", 32 + 500, false, ""},
+		// With no domain due, a plan that materialises job_shards probes
+		// every shard once (6 jobs of 32 here) before it can answer.
+		{"TaskClaimableExists", []any{anyJob, &now}, "domain_paces_pkey", 6 * 32, false, ""},
+		// Probes every paced shard with room, once.
+		{"TaskPacedNext", []any{&now, anyJob}, "domain_paces_pkey", 6 * 32, false, ""},
+		{"TaskPacedNext", []any{&now, liveJob}, "domain_paces_pkey", 32, false, ""},
+		{"DomainPaceLearn", []any{&now, []string{liveJob, liveJob}, []bool{true, false}, []int64{2000, 0},
+			int64(60000), int64(500), int32(5)}, "domain_paces_pkey", 0, false, ""},
+	}
+	pace := fmt.Sprintf(`
+		INSERT INTO domains (name) SELECT 'paced' || g || '.example' FROM generate_series(1, 1000) g;
+		INSERT INTO domain_paces (domain_id, interval_ms, source)
+		SELECT id, 1000, 'set' FROM domains WHERE name LIKE 'paced%%'
+		UNION ALL SELECT domain_id, 1000, 'set' FROM jobs WHERE id = '%[1]s';
+		UPDATE job_shards s SET paced_domain_id = j.domain_id
+		FROM jobs j WHERE j.id = s.job_id AND j.domain_id = (SELECT domain_id FROM jobs WHERE id = '%[1]s');`, liveJob)
+	notDue := "UPDATE domain_paces SET next_allowed_at = now() + interval '1 hour'"
 	for _, state := range statsStates {
 		t.Run(state.name, func(t *testing.T) {
 			pool := pgtest.Pool(t, pgtest.URL(t, migrate.VersionLatest), 2)
 			state.seed(t, pool, 100_000)
-			for _, c := range cases {
-				if c.readsLiveJobs && state.liveIsMost {
-					continue
-				}
-				for kind, plan := range explainAnalyze(t, pool, c.query, gensql.MustQuery(c.query), c.args...) {
-					name := fmt.Sprintf("%s (%s plan, %d args)", c.query, kind, len(c.args))
-					var problems, indexes []string
-					plan.walk(func(n planNode) {
-						if n.IndexName != "" {
-							indexes = append(indexes, n.IndexName)
-						}
-						if (n.RelationName != "tasks" && n.RelationName != "pages") || n.ActualLoops == 0 {
-							return
-						}
-						if n.NodeType == "Seq Scan" {
-							problems = append(problems, "scans "+n.RelationName+" sequentially")
-						}
-						if read := n.ActualRows * n.ActualLoops; c.reads > 0 && read > float64(c.reads) {
-							problems = append(problems, fmt.Sprintf("reads %v %s rows in a %s %s, at most %d expected",
-								read, n.RelationName, n.NodeType, n.IndexName, c.reads))
-						}
-					})
-					if !contains(indexes, c.wantIndex) {
-						problems = append(problems, fmt.Sprintf("does not use %s; indexes used: %v", c.wantIndex, indexes))
-					}
-					if len(problems) > 0 && c.hashesIn == state.name {
-						t.Logf("%s: %s (a known limit in this state)", name, strings.Join(problems, "; "))
-						continue
-					}
-					if len(problems) > 0 {
-						t.Errorf("%s: %s; the plan:\n%s", name, strings.Join(problems, "; "), plan.outline())
-					}
-				}
-			}
+			checkPlans(t, pool, state.name, state.liveIsMost, cases)
+			seed(t, pool, pace)
+			t.Run("paced, due", func(t *testing.T) { checkPlans(t, pool, state.name, state.liveIsMost, pacedCases) })
+			seed(t, pool, notDue)
+			t.Run("paced, not due", func(t *testing.T) { checkPlans(t, pool, state.name, state.liveIsMost, pacedCases) })
 		})
 	}
 
@@ -621,6 +624,55 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 						c.query, kind, node.CTEName, node.ActualLoops, node.ActualRows, read, n)
 				}
 			})
+		}
+	}
+}
+
+// checkPlans runs each case's statement in both plans (EXPLAIN ANALYZE,
+// rolled back) and fails when one scans tasks or pages, misses its index, or
+// reads more rows of them than its work needs (see
+// TestQueueStatementsUseIndexes).
+func checkPlans(t *testing.T, pool *pgxpool.Pool, stateName string, liveIsMost bool, cases []struct {
+	query         string
+	args          []any
+	wantIndex     string
+	reads         int
+	readsLiveJobs bool
+	hashesIn      string
+}) {
+	t.Helper()
+	for _, c := range cases {
+		if c.readsLiveJobs && liveIsMost {
+			continue
+		}
+		for kind, plan := range explainAnalyze(t, pool, c.query, gensql.MustQuery(c.query), c.args...) {
+			name := fmt.Sprintf("%s (%s plan, %d args)", c.query, kind, len(c.args))
+			var problems, indexes []string
+			plan.walk(func(n planNode) {
+				if n.IndexName != "" {
+					indexes = append(indexes, n.IndexName)
+				}
+				if (n.RelationName != "tasks" && n.RelationName != "pages") || n.ActualLoops == 0 {
+					return
+				}
+				if n.NodeType == "Seq Scan" {
+					problems = append(problems, "scans "+n.RelationName+" sequentially")
+				}
+				if read := n.ActualRows * n.ActualLoops; c.reads > 0 && read > float64(c.reads) {
+					problems = append(problems, fmt.Sprintf("reads %v %s rows in a %s %s, at most %d expected",
+						read, n.RelationName, n.NodeType, n.IndexName, c.reads))
+				}
+			})
+			if !contains(indexes, c.wantIndex) {
+				problems = append(problems, fmt.Sprintf("does not use %s; indexes used: %v", c.wantIndex, indexes))
+			}
+			if len(problems) > 0 && c.hashesIn == stateName {
+				t.Logf("%s: %s (a known limit in this state)", name, strings.Join(problems, "; "))
+				continue
+			}
+			if len(problems) > 0 {
+				t.Errorf("%s: %s; the plan:\n%s", name, strings.Join(problems, "; "), plan.outline())
+			}
 		}
 	}
 }

@@ -41,6 +41,13 @@ type TaskResult struct {
 	// CacheCheckAttempts are the cache checks made between the two
 	// requests, in order.
 	CacheCheckAttempts []CacheCheckAttempt
+	// RetryAfter is what the response's Retry-After header asked for (its
+	// seconds, or the time until its HTTP date); with a back-off (see
+	// BackOff) the domain's next task waits at least this long.
+	RetryAfter time.Duration
+	// ConnectionFailed: no response because the site could not be reached
+	// (refused, reset, timed out). It counts as a back-off for the domain.
+	ConnectionFailed bool
 	// Err, when set, fails the task. It is retried after a backoff until the
 	// job's max_retries, unless Permanent.
 	Err       error
@@ -146,6 +153,9 @@ type FinishReport struct {
 	Linked       []string
 	LinksInvalid int
 	LinksRefused int
+	// PaceErr, when not nil, says the outcomes' lessons for their domains'
+	// paces (back-offs, successes) could not be written; the outcomes were.
+	PaceErr error
 }
 
 // Complete records a task's success. It returns ErrLeaseLost if the worker
@@ -208,6 +218,12 @@ func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		total.Linked = append(total.Linked, rep.Linked...)
 		total.LinksInvalid += rep.LinksInvalid
 		total.LinksRefused += rep.LinksRefused
+		// What this round wrote (or found lost: a 429 is news all the same)
+		// tells the domains' paces; after the outcomes, in a statement of its
+		// own, so pacing never holds up or fails the outcomes.
+		if perr := q.learnPaces(ctx, notBusy(outcomes, rep.Busy)); perr != nil && total.PaceErr == nil {
+			total.PaceErr = fmt.Errorf("learn paces: %w", perr)
+		}
 		outcomes = rep.Busy
 		if len(outcomes) == 0 {
 			return total, nil
@@ -219,6 +235,24 @@ func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 		case <-time.After(time.Duration(attempt) * time.Millisecond):
 		}
 	}
+}
+
+// notBusy is outcomes without those in busy.
+func notBusy(outcomes, busy []Outcome) []Outcome {
+	if len(busy) == 0 {
+		return outcomes
+	}
+	skip := make(map[string]bool, len(busy))
+	for _, o := range busy {
+		skip[o.Task.ID] = true
+	}
+	var out []Outcome
+	for _, o := range outcomes {
+		if !skip[o.Task.ID] {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // appendNew appends the elements of add not already in to.

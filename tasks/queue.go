@@ -56,6 +56,22 @@ type Config struct {
 	// Now, when set, is the clock the queue's statements use instead of the
 	// database's now(); tests move it to expire leases without sleeping.
 	Now func() time.Time
+	// PaceStep is how much a back-off (TaskResult.BackOff: 429, 503, no
+	// connection) raises its domain's interval between task starts, and
+	// how much a run of PaceRecoverAfter successes lowers it again, never
+	// below the domain's floor. Default 500ms (DefaultPaceStep).
+	PaceStep time.Duration
+	// PaceMax caps a learned interval (a floor set higher stays).
+	// Default 1m (DefaultPaceMax); at most MaxPaceInterval.
+	PaceMax time.Duration
+	// PaceRecoverAfter is how many successes in a row lower a domain's
+	// interval by one PaceStep. Default 5 (DefaultPaceRecoverAfter).
+	PaceRecoverAfter int
+	// PaceStartBudget is how long after its claim statement was sent a
+	// paced task's request may still start (Task.StartBy): the gap a site
+	// sees between two requests is never shorter than the interval minus
+	// this. Default 10ms (DefaultPaceStartBudget).
+	PaceStartBudget time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -73,6 +89,19 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ClaimRetries <= 0 {
 		c.ClaimRetries = 4
+	}
+	if c.PaceStep <= 0 {
+		c.PaceStep = DefaultPaceStep
+	}
+	if c.PaceMax <= 0 {
+		c.PaceMax = DefaultPaceMax
+	}
+	c.PaceMax = min(c.PaceMax, MaxPaceInterval)
+	if c.PaceRecoverAfter <= 0 {
+		c.PaceRecoverAfter = DefaultPaceRecoverAfter
+	}
+	if c.PaceStartBudget <= 0 {
+		c.PaceStartBudget = DefaultPaceStartBudget
 	}
 	return c
 }

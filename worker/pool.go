@@ -135,7 +135,30 @@ type Pool struct {
 	outcomes chan outcome
 	// seen is the completer's: links already written, per job.
 	seen *seenLinks
+
+	// turns wakes one idle claimer per token, where the Waker wakes them
+	// all: a claim that succeeded hands a turn on (there may be more), a
+	// finished task gives one (it freed a slot), and the pace timer gives
+	// one when a paced domain's next start comes. So paced domains cost a
+	// few statements per start, not one per idle worker.
+	turns chan struct{}
+	pace  paceTimer
 }
+
+// paceTimer is the pool's one timer for the next paced start: it gives a
+// turn when it fires. The hint it is armed with (Queue.NextPacedStart) is
+// read at most once per paceHintTTL for the whole pool.
+type paceTimer struct {
+	mu      sync.Mutex
+	timer   *time.Timer
+	at      time.Time // when the timer fires; zero: not armed
+	asked   time.Time // when the hint was last read
+	hint    time.Time // the next paced start it said; zero: none
+	hintErr bool
+}
+
+// paceHintTTL is how long the pool reuses the next paced start it read.
+const paceHintTTL = 100 * time.Millisecond
 
 // outcome is a finished task on its way to the completer, or one to hand
 // back unfinished.
@@ -155,6 +178,7 @@ func New(q *tasks.Queue, handler Handler, cfg Config) *Pool {
 		held:     map[string]tasks.Task{},
 		outcomes: make(chan outcome, cfg.CompletionBatch),
 		seen:     newSeenLinks(cfg.SeenLinks),
+		turns:    make(chan struct{}, cfg.Workers),
 	}
 }
 
@@ -276,6 +300,7 @@ func (p *Pool) claimAndRun(ctx, workCtx context.Context, workerID string) {
 			continue
 		}
 		failures = 0
+		p.giveTurns(1)
 		p.run(ctx, workCtx, *t)
 	}
 }
@@ -324,10 +349,12 @@ func (p *Pool) fetch(ctx context.Context, queue chan tasks.Task, inFlight *atomi
 			} else {
 				// Work may be blocked only by the concurrency limits, which
 				// running tasks free when they finish.
+				p.armPace(ctx)
 				select {
 				case <-ctx.Done():
 				case <-taken:
 				case <-p.waker.Wait():
+				case <-p.turns:
 				case <-time.After(p.cfg.PollInterval):
 				}
 			}
@@ -365,10 +392,22 @@ func (p *Pool) run(ctx, workCtx context.Context, t tasks.Task) {
 	}
 	p.hold(t)
 	start := time.Now()
+	if t.Late(start) {
+		// Claimed in time, but the request would go out too late for the
+		// domain's pace to hold at the site: hand it back unrun.
+		p.stats.paceMissed.Add(1)
+		p.outcomes <- outcome{Outcome: tasks.Outcome{Task: t}, release: true}
+		return
+	}
 	p.stats.running.Add(1)
 	res := p.handle(workCtx, t)
 	p.stats.running.Add(-1)
 	p.stats.worked(time.Since(start))
+	if errors.Is(res.Err, tasks.ErrPaceMissed) {
+		p.stats.paceMissed.Add(1)
+		p.outcomes <- outcome{Outcome: tasks.Outcome{Task: t}, release: true}
+		return
+	}
 	release := workCtx.Err() != nil && res.Err != nil
 	waitStart := time.Now()
 	p.outcomes <- outcome{Outcome: tasks.Outcome{Task: t, Result: res}, release: release}
@@ -386,17 +425,74 @@ func (p *Pool) handle(ctx context.Context, t tasks.Task) (res tasks.TaskResult) 
 	return p.handler.Handle(ctx, t)
 }
 
-// idle waits for a notification, the poll interval (with jitter, so idle
-// workers do not poll in step), or the end of ctx.
+// idle waits for a notification, a turn, the poll interval (with jitter, so
+// idle workers do not poll in step), or the end of ctx. When a paced
+// domain's task waits for its next start, the pace timer gives a turn then;
+// with LISTEN (which announces new tasks, resumed jobs and changed paces)
+// the worker then does not poll before that start, however far off.
 func (p *Pool) idle(ctx context.Context) {
 	start := time.Now()
 	poll := p.cfg.PollInterval/2 + rand.N(p.cfg.PollInterval)
+	if until, ok := p.armPace(ctx); ok && p.cfg.ListenURL != "" {
+		poll = max(poll, until)
+	}
 	select {
 	case <-ctx.Done():
 	case <-p.waker.Wait():
+	case <-p.turns:
 	case <-time.After(poll):
 	}
 	p.stats.idled(time.Since(start))
+}
+
+// giveTurns wakes up to n idle claimers (see Pool.turns); turns nobody
+// takes wait in the channel, as many as there are workers.
+func (p *Pool) giveTurns(n int) {
+	for range min(n, cap(p.turns)) {
+		select {
+		case p.turns <- struct{}{}:
+		default:
+			return
+		}
+	}
+}
+
+// armPace reads when the next paced start is (shared by the pool, see
+// paceHintTTL), sets the pace timer to give a turn then, and returns how
+// long that is; ok is false when no paced task waits.
+func (p *Pool) armPace(ctx context.Context) (until time.Duration, ok bool) {
+	t := &p.pace
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	if now.Sub(t.asked) >= paceHintTTL {
+		t.asked = now
+		wait, found, err := p.q.NextPacedStart(ctx, "")
+		t.hint, t.hintErr = time.Time{}, err != nil
+		if err != nil {
+			if ctx.Err() == nil {
+				p.cfg.Logger.Warn("next paced start", "err", err)
+			}
+		} else if found {
+			t.hint = now.Add(wait)
+		}
+	}
+	if t.hint.IsZero() || !t.hint.After(now) {
+		return 0, false
+	}
+	if t.at.IsZero() || t.hint.Before(t.at) || !t.at.After(now) {
+		if t.timer == nil {
+			t.timer = time.AfterFunc(time.Hour, func() {
+				p.pace.mu.Lock()
+				p.pace.at = time.Time{}
+				p.pace.mu.Unlock()
+				p.giveTurns(1)
+			})
+		}
+		t.timer.Reset(t.hint.Sub(now))
+		t.at = t.hint
+	}
+	return t.hint.Sub(now), true
 }
 
 // complete writes outcomes in batches until the outcomes channel closes,
@@ -464,12 +560,17 @@ func (p *Pool) flush(batch []outcome) {
 			if len(rep.Lost) > 0 {
 				p.cfg.Logger.Warn("outcomes not recorded: leases lost", "tasks", rep.Lost)
 			}
-			// Finishing frees concurrency that claimers may be waiting for.
-			p.waker.Wake()
+			// Finishing frees concurrency that claimers may be waiting for: a
+			// turn per task, not a wake-up for every idle worker (with paced
+			// domains most would find nothing).
+			p.giveTurns(len(outcomes) - len(rep.Busy))
 			if len(rep.Busy) > 0 {
 				outcomes = rep.Busy
 				if err == nil {
 					err = errStillLocked
+				}
+				if rep.PaceErr != nil {
+					p.cfg.Logger.Warn("outcomes recorded; their domains' paces not updated", "err", rep.PaceErr)
 				}
 			}
 			return err

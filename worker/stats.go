@@ -24,11 +24,14 @@ type Stats struct {
 	// handed back unfinished at shutdown. Lost were no longer held by this
 	// pool when their outcome was written (their lease had expired), and
 	// Unrecorded could not be written at all; the rescuer returns both.
-	Completed  int64
-	Retried    int64
-	Failed     int64
-	Skipped    int64
-	Released   int64
+	Completed int64
+	Retried   int64
+	Failed    int64
+	Skipped   int64
+	Released  int64
+	// PaceMissed counts paced tasks handed back unrun because their request
+	// could not go out by Task.StartBy (included in Released).
+	PaceMissed int64
 	Lost       int64
 	Unrecorded int64
 	// Tasks this pool's maintenance took back from workers (of any process)
@@ -101,6 +104,7 @@ type counters struct {
 	unrecordedBatches                                   atomic.Int64
 	rescuedRetried, rescuedFailed                       atomic.Int64
 	running                                             atomic.Int64
+	paceMissed                                          atomic.Int64
 	linksFound, linksSeen, linksAdded                   atomic.Int64
 	linksSkipped, linksDuplicate, linksDropped          atomic.Int64
 	workingNs, claimingNs, handoffNs, idleNs            atomic.Int64
@@ -194,6 +198,7 @@ func (c *counters) snapshot() Stats {
 		Retried:        c.retried.Load(),
 		Failed:         c.failed.Load(),
 		Released:       c.released.Load(),
+		PaceMissed:     c.paceMissed.Load(),
 		Lost:           c.lost.Load(),
 		Unrecorded:     c.unrecordedBatches.Load(),
 		RescuedRetried: c.rescuedRetried.Load(),

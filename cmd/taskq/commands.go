@@ -181,6 +181,13 @@ ends with what it did:
                      handing outcomes over): 100% means the queue costs the
                      workers nothing; near 0% with --simulate --delay 0,
                      whose tasks take no time
+Politeness is on by default: the queue never starts two tasks of a paced
+domain closer than its interval, whichever worker or host claims; a 429 or
+503 (with its Retry-After) or a failed connection slows its domain down, and
+successes speed it up again (--pace-step, --pace-max, --pace-recover-after);
+and the fetcher reads each domain's robots.txt once for its Crawl-delay
+(--no-robots: don't). taskq stats lists the paced domains.
+
 It refuses to start on a database that is not migrated to this binary's
 schema (exit 1: run taskq migrate up).`, stderr)
 	dbURL := databaseFlag(fs)
@@ -197,10 +204,16 @@ schema (exit 1: run taskq migrate up).`, stderr)
 	verbose := fs.Bool("v", false, "log informational events")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9090 (docs/operations/METRICS.md)")
 	progress := fs.Duration("progress", progressInterval, "when stderr is not a terminal, print progress this often (0: never)")
+	noRobots := fs.Bool("no-robots", false, "do not read robots.txt for a domain's Crawl-delay")
+	paceStep := fs.Duration("pace-step", tasks.DefaultPaceStep, "how much a 429/503/connection failure raises its domain's interval, and a run of successes lowers it")
+	paceMax := fs.Duration("pace-max", tasks.DefaultPaceMax, "the most a domain's interval is raised to by back-off")
+	paceRecover := fs.Int("pace-recover-after", tasks.DefaultPaceRecoverAfter, "successes in a row that lower a domain's interval by one --pace-step")
 	if _, err := parse(fs, args, stdout, 0, 0); err != nil {
 		return err
 	}
 	switch {
+	case *paceStep <= 0 || *paceMax <= 0 || *paceMax > tasks.MaxPaceInterval || *paceRecover < 1:
+		return usageError{fmt.Sprintf("--pace-step and --pace-max must be positive (--pace-max at most %s), --pace-recover-after at least 1", tasks.MaxPaceInterval)}
 	case *workers < 1 || *workers > maxWorkers:
 		return usageError{fmt.Sprintf("--workers must be 1 to %d", maxWorkers)}
 	case *batch < 1 || *batch > tasks.MaxBatch:
@@ -225,12 +238,18 @@ schema (exit 1: run taskq migrate up).`, stderr)
 	if err != nil {
 		return err
 	}
-	d, err := openQueue(ctx, t, db.Options{Pooler: *pooler, MaxConns: int32(*workers + 4), Queue: tasks.Config{Lease: *lease}})
+	d, err := openQueue(ctx, t, db.Options{Pooler: *pooler, MaxConns: int32(*workers + 4), Queue: tasks.Config{
+		Lease: *lease, PaceStep: *paceStep, PaceMax: *paceMax, PaceRecoverAfter: *paceRecover,
+	}})
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	var handler worker.Handler = &crawl.Fetcher{Domains: crawl.NewDomainCache(d.Queue())}
+	fetcher := &crawl.Fetcher{Domains: crawl.NewDomainCache(d.Queue())}
+	if !*noRobots {
+		fetcher.Pacer = d.Queue()
+	}
+	var handler worker.Handler = fetcher
 	if *simulate {
 		handler = crawl.Simulator{Delay: *delay}
 	}
@@ -437,17 +456,23 @@ Usage: taskq stats [flags]
 
 Prints the plan's "How to measure" as tables: tasks finished per minute,
 sessions waiting by wait event, current lock waits with their blockers, and
-the queue depth of unfinished jobs by status. --json prints the same as one
+the queue depth of unfinished jobs by status; then the paced domains (up to
+--paced of them, latest next start first) with their interval, floor, next
+allowed start and where the pace came from. --json prints the same as one
 JSON object, for scripts.`, stderr)
 	dbURL := databaseFlag(fs)
 	pooler := poolerFlag(fs)
 	window := fs.Duration("window", 15*time.Minute, "throughput window")
 	jsonOut := fs.Bool("json", false, "print JSON instead of tables")
+	pacedRows := fs.Int("paced", 20, "how many paced domains to list")
 	if _, err := parse(fs, args, stdout, 0, 0); err != nil {
 		return err
 	}
 	if *window <= 0 || *window > 30*24*time.Hour {
 		return usageError{"--window must be positive and at most 720h"}
+	}
+	if *pacedRows < 1 || *pacedRows > tasks.MaxBatch {
+		return usageError{fmt.Sprintf("--paced must be 1 to %d", tasks.MaxBatch)}
 	}
 	t, err := resolveTarget(*dbURL)
 	if err != nil {
@@ -476,8 +501,12 @@ JSON object, for scripts.`, stderr)
 	if err != nil {
 		return err
 	}
+	paces, paced, err := q.Paces(ctx, *pacedRows)
+	if err != nil {
+		return err
+	}
 	if *jsonOut {
-		return writeJSON(stdout, statsJSON(*window, tp, we, lw, depth))
+		return writeJSON(stdout, statsJSON(*window, tp, we, lw, depth, paces, paced))
 	}
 
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -498,6 +527,11 @@ JSON object, for scripts.`, stderr)
 	for _, r := range depth {
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.JobID, r.Status, count(r.Tasks))
 	}
+	fmt.Fprintf(tw, "\nPaced domains (%s)\ndomain\tinterval\tfloor\tnext allowed\tsource\n", count(int64(paced)))
+	for _, p := range paces {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Domain, duration(p.Interval), duration(p.Floor),
+			p.NextAllowedAt.Local().Format("15:04:05.000"), p.Source)
+	}
 	return tw.Flush()
 }
 
@@ -509,7 +543,14 @@ func poolerFlag(fs *flag.FlagSet) *bool {
 // statsJSON is stats' output for scripts: the queries' rows, with
 // snake_case keys and durations in milliseconds.
 func statsJSON(window time.Duration, tp []tasks.ThroughputMinute, we []tasks.WaitEventCount,
-	lw []tasks.LockWait, depth []tasks.QueueDepthRow) any {
+	lw []tasks.LockWait, depth []tasks.QueueDepthRow, paces []tasks.Pace, paced int) any {
+	type pace struct {
+		Domain        string    `json:"domain"`
+		IntervalMs    int64     `json:"interval_ms"`
+		FloorMs       int64     `json:"floor_ms"`
+		NextAllowedAt time.Time `json:"next_allowed_at"`
+		Source        string    `json:"source"`
+	}
 	type minute struct {
 		Minute time.Time `json:"minute"`
 		Tasks  int64     `json:"tasks"`
@@ -540,7 +581,13 @@ func statsJSON(window time.Duration, tp []tasks.ThroughputMinute, we []tasks.Wai
 		WaitEvents    []waitEvent `json:"wait_events"`
 		LockWaits     []lockWait  `json:"lock_waits"`
 		QueueDepth    []depthRow  `json:"queue_depth"`
-	}{WindowSeconds: window.Seconds(), Throughput: []minute{}, WaitEvents: []waitEvent{}, LockWaits: []lockWait{}, QueueDepth: []depthRow{}}
+		PacedTotal    int         `json:"paced_domains_total"`
+		Paced         []pace      `json:"paced_domains"`
+	}{WindowSeconds: window.Seconds(), Throughput: []minute{}, WaitEvents: []waitEvent{}, LockWaits: []lockWait{}, QueueDepth: []depthRow{},
+		PacedTotal: paced, Paced: []pace{}}
+	for _, p := range paces {
+		out.Paced = append(out.Paced, pace{p.Domain, p.Interval.Milliseconds(), p.Floor.Milliseconds(), p.NextAllowedAt, p.Source})
+	}
 	for _, r := range tp {
 		out.Throughput = append(out.Throughput, minute{r.Minute, r.TasksCompleted})
 	}

@@ -13,10 +13,20 @@
 -- server's clock) so tests can move time. DATABASE.md ("The job_shards /
 -- job_tallies design", "Plans that do not wait for ANALYZE") says why each
 -- probe is written so.
+--
+-- Politeness ("Politeness" in DATABASE.md): a shard of a paced job carries
+-- its domain (paced_domain_id), and only for those is domain_paces probed,
+-- so unpaced jobs pay one column test. A paced shard is taken only when its
+-- domain's next_allowed_at has come and no other claimer holds the domain
+-- (advisory lock, then the pace row FOR NO KEY UPDATE SKIP LOCKED, which
+-- re-checks next_allowed_at on the newest version); at most one task is
+-- taken, and next_allowed_at moves to the end of this statement plus the
+-- interval in the same statement. Every later claim's now() is past it, so
+-- no two task starts of a domain are closer than its interval.
 WITH shard AS (
     -- Correlated scalar subqueries: an index probe per shard whatever the
     -- statistics say.
-    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free
+    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free, s.paced_domain_id
     FROM job_shards s
     -- Read without a lock: releases only grow, so a stale value can only
     -- make this claim take less, never exceed the capacity.
@@ -25,22 +35,47 @@ WITH shard AS (
     -- an in-memory lock attempt (no WAL), before the probes below run: the
     -- planner orders quals by cost. Released at commit. Exactness does not
     -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
+    -- A paced shard whose last claim set a next start still to come
+    -- (paced_until, a lower bound of the domain's) is passed over first, for
+    -- one column test: no lock, no probe.
     WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
-      AND pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR s.paced_until <= coalesce(sqlc.narg('now')::timestamptz, now())
+               THEN pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
+               ELSE false END
       AND s.claims - r.releases < s.capacity
       AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-      AND (
-          SELECT true
-          FROM tasks t
-          WHERE t.job_id = s.job_id COLLATE "C"
-            AND t.shard = s.shard
-            AND t.status = 'pending'
-            AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
-          ORDER BY t.priority_score DESC, t.created_at
-          LIMIT 1
-      )
+      -- A CASE, evaluated in order whatever the costs say: a paced shard's
+      -- pace first (a domain not due costs no tasks probe), then the
+      -- domain's advisory lock (a domain another claimer is taking a task
+      -- of is passed over like a locked shard), then the tasks probe.
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR ((SELECT p.next_allowed_at <= coalesce(sqlc.narg('now')::timestamptz, now())
+                         FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
+                        AND pg_try_advisory_xact_lock(1885430629, s.paced_domain_id))
+               THEN (
+                   SELECT true
+                   FROM tasks t
+                   WHERE t.job_id = s.job_id COLLATE "C"
+                     AND t.shard = s.shard
+                     AND t.status = 'pending'
+                     AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
+                   ORDER BY t.priority_score DESC, t.created_at
+                   LIMIT 1
+               )
+               ELSE false END
     LIMIT 1
     FOR NO KEY UPDATE OF s SKIP LOCKED
+),
+-- The paced shard's pace row, locked; read only for a paced shard. The
+-- newest version must still be due: another claim may have moved it since
+-- this statement's snapshot.
+pace AS (
+    SELECT p.domain_id, p.interval_ms
+    FROM domain_paces p
+    WHERE p.domain_id = (SELECT shard.paced_domain_id FROM shard)
+      AND p.next_allowed_at <= coalesce(sqlc.narg('now')::timestamptz, now())
+    FOR NO KEY UPDATE OF p SKIP LOCKED
 ),
 picked AS (
     SELECT c.id
@@ -53,7 +88,12 @@ picked AS (
           AND t.status = 'pending'
           AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
         ORDER BY t.priority_score DESC, t.created_at
-        LIMIT least(shard.free, sqlc.arg(max_tasks)::integer)
+        -- One task of a paced domain per claim (none if its pace row was
+        -- not ours); an interval of 0 only serialises the domain's claims.
+        LIMIT CASE WHEN shard.paced_domain_id IS NULL THEN least(shard.free, sqlc.arg(max_tasks)::integer)
+                   WHEN (SELECT pace.interval_ms FROM pace) > 0 THEN 1
+                   WHEN EXISTS (SELECT 1 FROM pace) THEN least(shard.free, sqlc.arg(max_tasks)::integer)
+                   ELSE 0 END
         FOR NO KEY UPDATE OF t SKIP LOCKED
     ) c
 ),
@@ -70,9 +110,30 @@ claimed AS (
     RETURNING t.id, t.job_id, t.page_id, t.path, t.priority_score, t.retry_count, t.attempt,
               t.created_at, t.started_at, t.lease_expires_at, t.source_type, t.source_url
 ),
+-- The domain's next start: from the end of this statement (clock_timestamp,
+-- not the transaction's start), so the gap a site sees between two requests
+-- is the interval even counting this statement's own time. The row is ours
+-- (pace) whenever a paced shard's task was claimed.
+paced AS (
+    UPDATE domain_paces p
+    SET next_allowed_at = coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())
+                          + p.interval_ms * interval '1 millisecond'
+    FROM shard
+    WHERE p.domain_id = shard.paced_domain_id
+      AND EXISTS (SELECT 1 FROM claimed)
+    -- paced_after_us: how long after this statement reached the server its
+    -- pace was stamped (a duration on the server's clock), so the worker
+    -- can bound when the pace's reference time was on its own clock.
+    RETURNING p.domain_id, p.next_allowed_at,
+              (extract(epoch FROM p.next_allowed_at - p.interval_ms * interval '1 millisecond'
+                                  - statement_timestamp()) * 1000000)::bigint AS paced_after_us
+),
+-- The shard keeps the next start it set (paced_until), in the same HOT
+-- update as its claims count.
 occupied AS (
     UPDATE job_shards s
-    SET claims = s.claims + (SELECT count(*) FROM claimed)
+    SET claims = s.claims + (SELECT count(*) FROM claimed),
+        paced_until = coalesce((SELECT paced.next_allowed_at FROM paced), s.paced_until)
     FROM shard
     WHERE s.job_id = shard.job_id AND s.shard = shard.shard
     RETURNING s.job_id
@@ -89,7 +150,10 @@ SELECT
     claimed.started_at::timestamptz AS started_at,
     claimed.lease_expires_at::timestamptz AS lease_expires_at,
     claimed.source_type,
-    claimed.source_url
+    claimed.source_url,
+    -- 0: not a paced domain's task.
+    coalesce((SELECT paced.domain_id FROM paced), 0)::integer AS paced_domain_id,
+    coalesce((SELECT paced.paced_after_us FROM paced), 0)::bigint AS paced_after_us
 FROM claimed
 ORDER BY claimed.priority_score DESC, claimed.created_at;
 
@@ -97,7 +161,7 @@ ORDER BY claimed.priority_score DESC, claimed.created_at;
 -- Whether a claim could find work right now: used when a claim returned
 -- nothing only because every free shard was locked by another claimer at that
 -- instant; job_id as in TaskClaim. Reads job_shards_pkey and
--- idx_tasks_claim; locks nothing.
+-- idx_tasks_claim, and domain_paces_pkey for paced shards; locks nothing.
 SELECT EXISTS (
     SELECT 1
     FROM job_shards s
@@ -105,17 +169,54 @@ SELECT EXISTS (
     WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
       AND s.claims - r.releases < s.capacity
       AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-      AND (
-          SELECT true
-          FROM tasks t
-          WHERE t.job_id = s.job_id COLLATE "C"
-            AND t.shard = s.shard
-            AND t.status = 'pending'
-            AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
-          ORDER BY t.priority_score DESC, t.created_at
-          LIMIT 1
-      )
+      -- In order, as in TaskClaim: a paced domain not due costs no probe.
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR (s.paced_until <= coalesce(sqlc.narg('now')::timestamptz, now())
+                        AND (SELECT p.next_allowed_at <= coalesce(sqlc.narg('now')::timestamptz, now())
+                             FROM domain_paces p WHERE p.domain_id = s.paced_domain_id))
+               THEN (
+                   SELECT true
+                   FROM tasks t
+                   WHERE t.job_id = s.job_id COLLATE "C"
+                     AND t.shard = s.shard
+                     AND t.status = 'pending'
+                     AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
+                   ORDER BY t.priority_score DESC, t.created_at
+                   LIMIT 1
+               )
+               ELSE false END
 ) AS claimable;
+
+-- name: TaskPacedNext :one
+-- How long until the next task of a paced domain may start (milliseconds,
+-- rounded up), of the domains whose jobs have a claimable task waiting for
+-- their pace; -1 when none does. The worker pool sleeps that long (or until
+-- a notification) when a claim found nothing, instead of polling. A
+-- duration, not a time, so that the worker's clock does not matter. job_id
+-- as in TaskClaim. Reads job_shards, domain_paces_pkey and idx_tasks_claim,
+-- as TaskClaimableExists; locks nothing.
+SELECT coalesce(ceil(extract(epoch FROM min(p.next_allowed_at)
+                             - coalesce(sqlc.narg('now')::timestamptz, now())) * 1000), -1)::bigint AS wait_ms
+FROM job_shards s
+JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+CROSS JOIN LATERAL (
+    SELECT p.next_allowed_at FROM domain_paces p WHERE p.domain_id = s.paced_domain_id
+) p
+WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
+  AND s.paced_domain_id IS NOT NULL
+  AND p.next_allowed_at > coalesce(sqlc.narg('now')::timestamptz, now())
+  AND s.claims - r.releases < s.capacity
+  AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+  AND (
+      SELECT true
+      FROM tasks t
+      WHERE t.job_id = s.job_id COLLATE "C"
+        AND t.shard = s.shard
+        AND t.status = 'pending'
+        AND t.run_after <= p.next_allowed_at
+      ORDER BY t.priority_score DESC, t.created_at
+      LIMIT 1
+  );
 
 -- name: TaskFinishMany :many
 -- Records the outcome of many claimed tasks, of any workers, in one

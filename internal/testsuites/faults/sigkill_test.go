@@ -28,6 +28,7 @@ CREATE TABLE fault_runs (
     process    text        NOT NULL,
     worker_id  text        NOT NULL,
     started_at timestamptz NOT NULL,
+    claimed_at timestamptz,
     ended_at   timestamptz,
     held_at    timestamptz
 );

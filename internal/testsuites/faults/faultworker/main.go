@@ -4,8 +4,8 @@
 // run in the table fault_runs, which the test creates:
 //
 //	fault_runs (id bigserial, task_id text, attempt integer, process text,
-//	            worker_id text, started_at timestamptz, ended_at timestamptz,
-//	            held_at timestamptz)
+//	            worker_id text, started_at timestamptz, claimed_at timestamptz,
+//	            ended_at timestamptz, held_at timestamptz)
 //
 // and a crawl that discovers its pages as it goes (--site-pages): each
 // simulated fetch yields the links of its page on a crawl.Site, which the
@@ -14,7 +14,8 @@
 //
 // A run is recorded before the simulated fetch starts (started_at) and
 // marked after it ends (ended_at), both with the server's clock_timestamp(),
-// so [started_at, ended_at] contains the run. A run of a process killed
+// so [started_at, ended_at] contains the run; claimed_at is the claim's time
+// as the database recorded it (tasks.started_at of that attempt). A run of a process killed
 // mid-fetch is never marked ended.
 //
 // --hold is the fault tests' hook to kill a process at a known point: a run
@@ -130,9 +131,9 @@ func (h *handler) Handle(ctx context.Context, t tasks.Task) tasks.TaskResult {
 	var runID int64
 	if h.record {
 		err := h.pool.QueryRow(ctx, `
-			INSERT INTO fault_runs (task_id, attempt, process, worker_id, started_at)
-			VALUES ($1, $2, $3, $4, clock_timestamp())
-			RETURNING id`, t.ID, t.Attempt, h.process, t.WorkerID).Scan(&runID)
+			INSERT INTO fault_runs (task_id, attempt, process, worker_id, started_at, claimed_at)
+			VALUES ($1, $2, $3, $4, clock_timestamp(), $5)
+			RETURNING id`, t.ID, t.Attempt, h.process, t.WorkerID, t.StartedAt).Scan(&runID)
 		if err != nil {
 			return tasks.TaskResult{Err: fmt.Errorf("record start of run: %w", err)}
 		}

@@ -1,0 +1,136 @@
+package tasks_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/blue-banded-bee/taskq/tasks"
+	"github.com/blue-banded-bee/taskq/worker"
+)
+
+// pacedDomains creates n domains, each with a running job of perJob pending
+// tasks, paced at interval; with notDue their next start is an hour away,
+// so every claim meets them and must pass them over. Created first, so
+// their shards lead job_shards: the worst place for an unpaced claim.
+func pacedDomains(tb testing.TB, f fixture, n, perJob int, interval time.Duration, notDue bool) {
+	tb.Helper()
+	ctx := context.Background()
+	for i := range n {
+		domain := fmt.Sprintf("paced%04d.example", i)
+		f.job(tb, tasks.JobOptions{Domain: domain, Concurrency: 2}, perJob)
+		if err := f.queue.SetDomainPace(ctx, domain, interval); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if notDue {
+		if _, err := f.pool.Exec(ctx, "UPDATE domain_paces SET next_allowed_at = now() + interval '1 hour'"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// waitingJobs is pacedDomains without the paces: n unpaced jobs whose
+// tasks all wait for a retry an hour away, what today's claim passes over
+// when other jobs have nothing claimable.
+func waitingJobs(tb testing.TB, f fixture, n, perJob int) {
+	tb.Helper()
+	for i := range n {
+		f.job(tb, tasks.JobOptions{Domain: fmt.Sprintf("waiting%04d.example", i), Concurrency: 2}, perJob)
+	}
+	if _, err := f.pool.Exec(context.Background(), "UPDATE tasks SET run_after = now() + interval '1 hour'"); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkUnpacedAmongPacedDomains: an unpaced job's claim-and-finish rate
+// alone, next to 1,000 unpaced jobs with nothing claimable (what the claim
+// passes over without pacing), and next to 1,000 paced domains whose jobs
+// all wait for their next start, in alternating rounds of one run. Claiming
+// one task at a time (16 workers, outcomes batched, the worker pool's way)
+// and in batches of 100 (4 workers). Reports each rate and the ratios.
+func BenchmarkUnpacedAmongPacedDomains(b *testing.B) {
+	for _, mode := range []struct {
+		name           string
+		workers, batch int
+		total          int
+	}{{"claim one", 16, 1, 20_000}, {"batches of 100", 4, 100, 50_000}} {
+		b.Run(mode.name, func(b *testing.B) {
+			variants := []string{"alone", "1000 waiting jobs", "1000 paced domains"}
+			rates := map[string][]float64{}
+			for round := range 2 {
+				for _, v := range variants {
+					f := setupConns(b, tasks.Config{Now: time.Now}, int32(mode.workers+2))
+					switch v {
+					case "1000 waiting jobs":
+						waitingJobs(b, f, 1000, 5)
+					case "1000 paced domains":
+						pacedDomains(b, f, 1000, 5, time.Second, true)
+					}
+					f.job(b, tasks.JobOptions{Domain: "free.example", Concurrency: 100_000}, mode.total)
+					if _, err := f.pool.Exec(context.Background(), "VACUUM ANALYZE"); err != nil {
+						b.Fatal(err)
+					}
+					var elapsed time.Duration
+					if mode.batch == 1 {
+						elapsed = drainSingleClaims(b, f, mode.workers, 500, mode.total)
+					} else {
+						elapsed = drain(b, f, mode.workers, mode.batch, mode.total)
+					}
+					rate := float64(mode.total) / elapsed.Seconds()
+					rates[v] = append(rates[v], rate)
+					b.Logf("round %d, %s: %.0f tasks/s", round+1, v, rate)
+				}
+			}
+			mean := func(xs []float64) float64 {
+				s := 0.0
+				for _, x := range xs {
+					s += x
+				}
+				return s / float64(len(xs))
+			}
+			alone, waiting, paced := mean(rates[variants[0]]), mean(rates[variants[1]]), mean(rates[variants[2]])
+			b.ReportMetric(alone, "alone-tasks/s")
+			b.ReportMetric(waiting, "waiting-jobs-tasks/s")
+			b.ReportMetric(paced, "paced-domains-tasks/s")
+			b.ReportMetric(paced/alone, "paced/alone")
+			b.ReportMetric(paced/waiting, "paced/waiting")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkPacedDomainsAtTheirRate: 1,000 domains paced at 1 request/s
+// each, 30 tasks apiece, drained by a worker pool of 64 workers (claiming
+// one at a time, a simulated fetch that takes no time) for 20 s after a 5 s
+// warm-up: the tasks/s it keeps against the 1,000/s the paces allow, and the
+// claim latency. Paced tasks the pool handed back for missing their start
+// budget are counted.
+func BenchmarkPacedDomainsAtTheirRate(b *testing.B) {
+	f := setupConns(b, tasks.Config{Now: time.Now}, 70)
+	pacedDomains(b, f, 1000, 30, time.Second, false)
+	if _, err := f.pool.Exec(context.Background(), "VACUUM ANALYZE"); err != nil {
+		b.Fatal(err)
+	}
+	p := worker.New(f.queue, realistic, worker.Config{Workers: 64, MaintainInterval: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	time.Sleep(5 * time.Second)
+	before := p.Stats()
+	const window = 20 * time.Second
+	time.Sleep(window)
+	after := p.Stats()
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	rate := float64(after.Completed-before.Completed) / window.Seconds()
+	b.Logf("%.0f tasks/s of the 1,000/s allowed; claim p50 %v p99 %v over the run; %d paced tasks handed back unstarted; %d claim statements in the window",
+		rate, after.ClaimLatency.P50, after.ClaimLatency.P99, after.PaceMissed-before.PaceMissed, after.ClaimCalls-before.ClaimCalls)
+	b.ReportMetric(rate, "tasks/s")
+	b.ReportMetric(rate/1000, "of-allowed")
+	b.ReportMetric(float64(after.ClaimLatency.P99.Microseconds()), "claim-p99-µs")
+	b.ReportMetric(0, "ns/op")
+}
