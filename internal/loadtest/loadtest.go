@@ -284,7 +284,10 @@ func Run(ctx context.Context, cfg Config) ([]Result, error) {
 }
 
 func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
-	name := fmt.Sprintf("taskq_loadtest_%s_%s", strings.ReplaceAll(string(mode), "-", "_"), time.Now().UTC().Format("20060102150405"))
+	// The time says when it ran (--keep); the random suffix keeps two runs
+	// of one mode in the same second (parallel tests) apart.
+	name := fmt.Sprintf("taskq_loadtest_%s_%s_%06x", strings.ReplaceAll(string(mode), "-", "_"),
+		time.Now().UTC().Format("20060102150405"), rand.Uint32()&0xffffff)
 	dbURL, drop, err := createDatabase(ctx, cfg.ServerURL, name)
 	if err != nil {
 		return Result{}, err
