@@ -507,8 +507,9 @@ type TaskFinishManyRow struct {
 // or 'busy' if another transaction had it locked (try again); rows that do
 // not come back were no longer held. A failure is retried after a backoff
 // until the job's max_retries, then it is final. Relies on tasks_pkey for the
-// tasks and job_tallies_pkey for the tallies, locked in key order so that two
-// finishing workers cannot deadlock; claims never lock tallies.
+// tasks; job_tallies_release updates the tallies by job_tallies_pkey, in key
+// order so that two finishing workers cannot deadlock. Claims never lock
+// tallies.
 // The tasks still held by the same claim, locked. SKIP LOCKED: a row another
 // transaction has locked is left for a later attempt rather than waited for
 // (a claimer passing over a shard briefly locks the tasks another claim took).
@@ -781,8 +782,8 @@ type TaskReleaseManyParams struct {
 // are pending again at once and the claim does not count as a failure. Only
 // tasks still held by the same claim change; the ids returned are those that
 // did. A task handed back into a job cancelled meanwhile is swept into
-// 'skipped' by JobSweepCancelled. Relies on tasks_pkey and job_tallies_pkey
-// (locked in key order, as in TaskFinishMany).
+// 'skipped' by JobSweepCancelled. Relies on tasks_pkey; the tallies as in
+// TaskFinishMany.
 // As in TaskFinishMany.
 func (q *Queries) TaskReleaseMany(ctx context.Context, db DBTX, arg TaskReleaseManyParams) ([]string, error) {
 	rows, err := db.Query(ctx, taskReleaseMany,

@@ -227,8 +227,9 @@ WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text
 -- or 'busy' if another transaction had it locked (try again); rows that do
 -- not come back were no longer held. A failure is retried after a backoff
 -- until the job's max_retries, then it is final. Relies on tasks_pkey for the
--- tasks and job_tallies_pkey for the tallies, locked in key order so that two
--- finishing workers cannot deadlock; claims never lock tallies.
+-- tasks; job_tallies_release updates the tallies by job_tallies_pkey, in key
+-- order so that two finishing workers cannot deadlock. Claims never lock
+-- tallies.
 WITH input AS (
     -- Set-returning functions in one select list advance in lockstep.
     SELECT
@@ -449,8 +450,8 @@ ORDER BY priority_score DESC, created_at, id;
 -- are pending again at once and the claim does not count as a failure. Only
 -- tasks still held by the same claim change; the ids returned are those that
 -- did. A task handed back into a job cancelled meanwhile is swept into
--- 'skipped' by JobSweepCancelled. Relies on tasks_pkey and job_tallies_pkey
--- (locked in key order, as in TaskFinishMany).
+-- 'skipped' by JobSweepCancelled. Relies on tasks_pkey; the tallies as in
+-- TaskFinishMany.
 WITH input AS (
     SELECT
         unnest(sqlc.arg(ids)::text[]) AS id,
