@@ -144,15 +144,7 @@ UPDATE jobs j
 SET status = 'completed', completed_at = coalesce($1::timestamptz, now())
 WHERE j.id = ANY($2::text[])
   AND j.status = 'running'
-  AND (
-      SELECT count(*)
-      FROM (
-          SELECT 1 FROM tasks t
-          WHERE t.job_id = j.id AND t.status <= 'running'
-          ORDER BY t.status
-          LIMIT 1
-      ) unfinished
-  ) = 0
+  AND (SELECT d.drained FROM job_drained(j.id) d)
 RETURNING j.id
 `
 
@@ -192,15 +184,7 @@ WITH drained AS (
     FROM jobs j
     WHERE j.id IN (SELECT job_id FROM job_shards WHERE shard = 0)
       AND j.status = 'running'
-      AND (
-          SELECT count(*)
-          FROM (
-              SELECT 1 FROM tasks t
-              WHERE t.job_id = j.id AND t.status <= 'running'
-              ORDER BY t.status
-              LIMIT 1
-          ) unfinished
-      ) = 0
+      AND (SELECT d.drained FROM job_drained(j.id) d)
 ),
 locked AS (
     SELECT a.job_id
@@ -218,11 +202,9 @@ HAVING count(*) = (SELECT count(*) FROM job_admissions a WHERE a.job_id = l.job_
 // with shards) that have nothing pending or running, with every one of
 // their admission slots locked, so that no enqueue adds to them until the
 // transaction ends (a job an enqueue holds a slot of right now is passed
-// over). Each job is one probe of idx_tasks_job_id_status that stops at the
-// first unfinished task: status <= 'running' (pending or running, in the
-// enum's order) is a range the index returns in order, so the ordered LIMIT 1
-// is the cheap plan whatever the statistics say (DATABASE.md, "Plans that do
-// not wait for ANALYZE").
+// over). job_drained (inlined) is one ordered probe of
+// idx_tasks_job_id_status per job (DATABASE.md, "Plans that do not wait for
+// ANALYZE").
 func (q *Queries) JobLockDrained(ctx context.Context, db DBTX) ([]string, error) {
 	rows, err := db.Query(ctx, jobLockDrained)
 	if err != nil {

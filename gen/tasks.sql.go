@@ -439,37 +439,13 @@ finished AS (
       AND j.id = t.job_id
     RETURNING t.id, t.job_id, t.shard, t.status
 ),
-shard_delta AS (
-    SELECT
-        job_id,
-        shard,
-        count(*)::integer AS released,
-        count(*) FILTER (WHERE status = 'completed')::integer AS completed,
-        count(*) FILTER (WHERE status = 'failed')::integer AS failed,
-        count(*) FILTER (WHERE status = 'skipped')::integer AS skipped
-    FROM finished
-    GROUP BY job_id, shard
-),
-locked_tally AS (
-    SELECT r.job_id, r.shard
-    FROM job_tallies r
-    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
-    ORDER BY r.job_id, r.shard
-    FOR NO KEY UPDATE OF r
-),
 counted AS (
-    UPDATE job_tallies r
-    SET releases = r.releases + d.released,
-        completed = r.completed + d.completed,
-        failed = r.failed + d.failed,
-        skipped = r.skipped + d.skipped
-    FROM shard_delta d, locked_tally l
-    WHERE r.job_id = d.job_id AND r.shard = d.shard
-      AND l.job_id = r.job_id AND l.shard = r.shard
-    RETURNING r.job_id
+    SELECT job_tallies_release(array_agg(job_id), array_agg(shard), array_agg(status)) AS tasks
+    FROM finished
 )
 SELECT finished.id, finished.job_id, finished.status::text AS outcome
 FROM finished
+WHERE (SELECT tasks FROM counted) >= 0
 UNION ALL
 SELECT i.id, t.job_id, 'busy'
 FROM input i
@@ -531,8 +507,9 @@ type TaskFinishManyRow struct {
 // or 'busy' if another transaction had it locked (try again); rows that do
 // not come back were no longer held. A failure is retried after a backoff
 // until the job's max_retries, then it is final. Relies on tasks_pkey for the
-// tasks and job_tallies_pkey for the tallies, locked in key order so that two
-// finishing workers cannot deadlock; claims never lock tallies.
+// tasks; job_tallies_release updates the tallies by job_tallies_pkey, in key
+// order so that two finishing workers cannot deadlock. Claims never lock
+// tallies.
 // The tasks still held by the same claim, locked. SKIP LOCKED: a row another
 // transaction has locked is left for a later attempt rather than waited for
 // (a claimer passing over a shard briefly locks the tasks another claim took).
@@ -541,6 +518,9 @@ type TaskFinishManyRow struct {
 // flattened into a join the planner could turn around, and status compared
 // as text keeps idx_tasks_job_id_status out. The input's columns come along,
 // so that the update below joins held alone, not the input again.
+// The released tasks counted into their shards' tallies (DATABASE.md, "The
+// job_shards / job_tallies design"); the one-time filter below reads it, so
+// that it runs, once, after finished.
 // Held by the same claim in this statement's snapshot but locked by another
 // transaction: not written now; the caller tries again. Looked for only when
 // held is short of the input (a one-time filter): usually it is not, and the
@@ -781,29 +761,14 @@ released AS (
       AND t.status::text = 'running'
       AND t.claimed_by = i.worker_id
       AND t.attempt = i.attempt
-    RETURNING t.id, t.job_id, t.shard
-),
-shard_delta AS (
-    SELECT job_id, shard, count(*)::integer AS released
-    FROM released
-    GROUP BY job_id, shard
-),
-locked_tally AS (
-    SELECT r.job_id, r.shard
-    FROM job_tallies r
-    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
-    ORDER BY r.job_id, r.shard
-    FOR NO KEY UPDATE OF r
+    RETURNING t.id, t.job_id, t.shard, t.status
 ),
 counted AS (
-    UPDATE job_tallies r
-    SET releases = r.releases + d.released
-    FROM shard_delta d, locked_tally l
-    WHERE r.job_id = d.job_id AND r.shard = d.shard
-      AND l.job_id = r.job_id AND l.shard = r.shard
-    RETURNING r.job_id
+    SELECT job_tallies_release(array_agg(job_id), array_agg(shard), array_agg(status)) AS tasks
+    FROM released
 )
 SELECT released.id FROM released
+WHERE (SELECT tasks FROM counted) >= 0
 `
 
 type TaskReleaseManyParams struct {
@@ -817,8 +782,9 @@ type TaskReleaseManyParams struct {
 // are pending again at once and the claim does not count as a failure. Only
 // tasks still held by the same claim change; the ids returned are those that
 // did. A task handed back into a job cancelled meanwhile is swept into
-// 'skipped' by JobSweepCancelled. Relies on tasks_pkey and job_tallies_pkey
-// (locked in key order, as in TaskFinishMany).
+// 'skipped' by JobSweepCancelled. Relies on tasks_pkey; the tallies as in
+// TaskFinishMany.
+// As in TaskFinishMany.
 func (q *Queries) TaskReleaseMany(ctx context.Context, db DBTX, arg TaskReleaseManyParams) ([]string, error) {
 	rows, err := db.Query(ctx, taskReleaseMany,
 		arg.Ids,
@@ -882,33 +848,13 @@ rescued AS (
       AND t.id = ANY (ARRAY(SELECT id FROM expired))
     RETURNING t.id, e.job_id, e.shard, t.status, e.claimed_by
 ),
-shard_delta AS (
-    SELECT
-        job_id,
-        shard,
-        count(*)::integer AS released,
-        count(*) FILTER (WHERE status = 'failed')::integer AS failed
-    FROM rescued
-    GROUP BY job_id, shard
-),
-locked_tally AS (
-    SELECT r.job_id, r.shard
-    FROM job_tallies r
-    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
-    ORDER BY r.job_id, r.shard
-    FOR NO KEY UPDATE OF r
-),
 counted AS (
-    UPDATE job_tallies r
-    SET releases = r.releases + d.released,
-        failed = r.failed + d.failed
-    FROM shard_delta d, locked_tally l
-    WHERE r.job_id = d.job_id AND r.shard = d.shard
-      AND l.job_id = r.job_id AND l.shard = r.shard
-    RETURNING r.job_id
+    SELECT job_tallies_release(array_agg(job_id), array_agg(shard), array_agg(status)) AS tasks
+    FROM rescued
 )
 SELECT rescued.id, rescued.job_id, rescued.status, rescued.claimed_by::text AS claimed_by
 FROM rescued
+WHERE (SELECT tasks FROM counted) >= 0
 `
 
 type TaskRescueExpiredParams struct {
@@ -929,6 +875,7 @@ type TaskRescueExpiredRow struct {
 // shards (every job that can have running tasks), so no extra index is
 // written on the claim path. SKIP LOCKED: a worker finishing one of these
 // tasks right now wins, and the next rescue pass looks again.
+// As in TaskFinishMany.
 func (q *Queries) TaskRescueExpired(ctx context.Context, db DBTX, arg TaskRescueExpiredParams) ([]TaskRescueExpiredRow, error) {
 	rows, err := db.Query(ctx, taskRescueExpired, arg.Now, arg.MaxTasks)
 	if err != nil {

@@ -3,6 +3,7 @@ package tasks_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/blue-banded-bee/taskq/internal/gensql"
@@ -164,6 +166,33 @@ func literal(t *testing.T, a any) string {
 	}
 	t.Fatalf("no literal for %T", a)
 	return ""
+}
+
+// finishArgs are TaskFinishMany's arguments for claims (ids, workers,
+// attempts), each completed with a full fetch result: a response, its
+// redirect and timing, a second request and the cache checks.
+func finishArgs(ids, workers []string, attempts []int32, now *time.Time) []any {
+	var (
+		texts   []string
+		codes   []int32
+		falses  []bool
+		lengths []int64
+		headers [][]byte
+		checks  [][]byte
+	)
+	for range ids {
+		texts = append(texts, "x")
+		codes = append(codes, 200)
+		falses = append(falses, false)
+		lengths = append(lengths, 1)
+		headers = append(headers, []byte(`{"Content-Type": ["text/html"]}`))
+		checks = append(checks, []byte(`[]`))
+	}
+	return []any{ids, workers, attempts, falses, falses, falses, codes, codes,
+		texts, texts, lengths, headers, texts,
+		texts, codes, codes, codes, codes, codes,
+		lengths, texts, lengths, headers, codes, codes, codes, codes, codes, checks,
+		now, int64(1000), int64(100)}
 }
 
 func sprintAll[T any](v []T) []string {
@@ -399,12 +428,7 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		{"TaskClaim", []any{liveJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
 		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
 		{"TaskClaimableExists", []any{liveJob, &now}, "idx_tasks_claim", 32, false, ""},
-		{"TaskFinishMany", []any{one, one, []int32{1}, []bool{false}, []bool{false}, []bool{false}, []int32{200}, []int32{5},
-			one, one, []int64{1}, [][]byte{[]byte("{}")}, one,
-			one, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
-			[]int64{1}, one, []int64{1}, [][]byte{[]byte("{}")}, []int32{1}, []int32{1}, []int32{1}, []int32{1}, []int32{1},
-			[][]byte{[]byte("[]")},
-			&now, int64(1000), int64(100)}, "tasks_pkey", 1, false, ""},
+		{"TaskFinishMany", finishArgs(one, one, []int32{1}, &now), "tasks_pkey", 1, false, ""},
 		{"TaskExtendLease", []any{&now, int64(60000), one, one, []int32{1}}, "tasks_pkey", 1, false, ""},
 		{"TaskReleaseMany", []any{one, one, []int32{1}, &now}, "tasks_pkey", 1, false, ""},
 		{"TaskRescueExpired", []any{&now, int32(100)}, "idx_tasks_job_id_status", 100, false, ""},
@@ -456,6 +480,7 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 			pool := pgtest.Pool(t, pgtest.URL(t, migrate.VersionLatest), 2)
 			state.seed(t, pool, 100_000)
 			checkPlans(t, pool, state.name, state.liveIsMost, cases)
+			t.Run("job_tallies_release", func(t *testing.T) { checkTallyPlans(t, pool) })
 			seed(t, pool, pace)
 			t.Run("paced, due", func(t *testing.T) { checkPlans(t, pool, state.name, state.liveIsMost, pacedCases) })
 			seed(t, pool, notDue)
@@ -560,22 +585,12 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 	if len(claimed) != n {
 		t.Fatalf("claimed %d tasks, want %d", len(claimed), n)
 	}
-	var (
-		ids, workers, texts []string
-		attempts, codes     []int32
-		falses              []bool
-		lengths             []int64
-		headers             [][]byte
-	)
+	var ids, workers []string
+	var attempts []int32
 	for _, c := range claimed {
 		ids = append(ids, c.ID)
 		workers = append(workers, c.WorkerID)
 		attempts = append(attempts, c.Attempt)
-		texts = append(texts, "x")
-		codes = append(codes, 200)
-		falses = append(falses, false)
-		lengths = append(lengths, 1)
-		headers = append(headers, []byte(`{"Content-Type": ["text/html"]}`))
 	}
 	// A flush's links: n paths, the first half pages the job has, the rest
 	// pages of the domain the job has not (as PageUpsertMany leaves them).
@@ -599,12 +614,7 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 		rows float64
 	}{
 		{"TaskClaim", []any{anyJob, &now, int32(n), "w2", int64(60000)}, 0},
-		{"TaskFinishMany", []any{ids, workers, attempts, falses, falses, falses, codes, codes,
-			texts, texts, lengths, headers, texts,
-			// The fetch's redirect and timing, the second request, the checks.
-			texts, codes, codes, codes, codes, codes,
-			lengths, texts, lengths, headers, codes, codes, codes, codes, codes, headers,
-			&now, int64(1000), int64(100)}, 0},
+		{"TaskFinishMany", finishArgs(ids, workers, attempts, &now), 0},
 		{"TaskReleaseMany", []any{ids, workers, attempts, &now}, 0},
 		{"TaskExtendLease", []any{&now, int64(60000), ids, workers, attempts}, 0},
 		{"TaskEnqueue", []any{job.ID, int32(0), links, priorities, "link", "https://example.com/", tasks.NotifyChannel}, 1},
@@ -676,6 +686,114 @@ func checkPlans(t *testing.T, pool *pgxpool.Pool, stateName string, liveIsMost b
 		}
 	}
 }
+
+// checkTallyPlans releases tasks through each statement that counts them
+// into job_tallies (finish, hand back, rescue), with auto_explain logging
+// the statements job_tallies_release runs to this session, in the plan a
+// queue session runs and in a custom plan: EXPLAIN of the calling statement
+// shows only the call. It fails unless the function ran, one UPDATE per
+// shard released from, each one probe of job_tallies_pkey.
+func checkTallyPlans(t *testing.T, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	for _, mode := range []string{"force_generic_plan", "force_custom_plan"} {
+		for _, query := range []string{"TaskFinishMany", "TaskReleaseMany", "TaskRescueExpired"} {
+			name := fmt.Sprintf("%s (%s)", query, mode)
+			var notices []string
+			cfg := pool.Config().ConnConfig.Copy()
+			cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices = append(notices, n.Message) }
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var shards int
+			err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				// Two claims: two shards, tallied in key order.
+				now := time.Now()
+				var ids, workers []string
+				var attempts []int32
+				for range 2 {
+					rows, err := tx.Query(ctx, gensql.MustQuery("TaskClaim"), anyJob, &now, int32(10), "w", int64(60000))
+					if err != nil {
+						return err
+					}
+					claimed, err := pgx.CollectRows(rows, pgx.RowToMap)
+					if err != nil {
+						return err
+					}
+					for _, c := range claimed {
+						ids, workers, attempts = append(ids, c["id"].(string)), append(workers, "w"), append(attempts, c["attempt"].(int32))
+					}
+				}
+				if err := tx.QueryRow(ctx, "SELECT count(DISTINCT (job_id, shard)) FROM tasks WHERE id = ANY($1)", ids).Scan(&shards); err != nil {
+					return err
+				}
+				for _, set := range []string{"LOAD 'auto_explain'", "SET LOCAL plan_cache_mode = " + mode,
+					"SET LOCAL auto_explain.log_min_duration = 0", "SET LOCAL auto_explain.log_nested_statements = on",
+					"SET LOCAL auto_explain.log_analyze = on", "SET LOCAL auto_explain.log_format = json",
+					"SET LOCAL auto_explain.log_level = notice"} {
+					if _, err := tx.Exec(ctx, set); err != nil {
+						return err
+					}
+				}
+				var args []any
+				switch query {
+				case "TaskFinishMany":
+					args = finishArgs(ids, workers, attempts, &now)
+				case "TaskReleaseMany":
+					args = []any{ids, workers, attempts, &now}
+				case "TaskRescueExpired":
+					later := now.Add(time.Hour)
+					args = []any{&later, int32(100)}
+				}
+				rows, err := tx.Query(ctx, gensql.MustQuery(query), args...)
+				if err != nil {
+					return err
+				}
+				released, err := pgx.CollectRows(rows, pgx.RowToMap)
+				if err != nil {
+					return err
+				}
+				if len(released) != len(ids) || shards == 0 {
+					return fmt.Errorf("released %d of %d tasks claimed from %d shards: the check needs them all", len(released), len(ids), shards)
+				}
+				return errRollback
+			})
+			conn.Close(ctx)
+			if !errors.Is(err, errRollback) {
+				t.Fatalf("%s: %v", name, err)
+			}
+			updates := 0
+			for _, n := range notices {
+				var logged struct {
+					Plan planNode `json:"Plan"`
+				}
+				if i := strings.Index(n, "{"); i < 0 || json.Unmarshal([]byte(n[i:]), &logged) != nil {
+					t.Fatalf("%s: not an auto_explain plan: %s", name, n)
+				}
+				logged.Plan.walk(func(p planNode) {
+					if p.RelationName != "job_tallies" {
+						return
+					}
+					if p.NodeType == "ModifyTable" {
+						updates++
+						return
+					}
+					if p.IndexName != "job_tallies_pkey" || p.ActualRows*p.ActualLoops > 1 {
+						t.Errorf("%s: job_tallies_release reads job_tallies in a %s %s, %v rows; the plan:\n%s",
+							name, p.NodeType, p.IndexName, p.ActualRows*p.ActualLoops, logged.Plan.outline())
+					}
+				})
+			}
+			if updates != shards {
+				t.Errorf("%s: job_tallies_release updated job_tallies %d times for %d shards", name, updates, shards)
+			}
+		}
+	}
+}
+
+// errRollback ends a pgx.BeginFunc whose work is only looked at.
+var errRollback = errors.New("rolled back")
 
 func contains(list []string, s string) bool {
 	for _, x := range list {

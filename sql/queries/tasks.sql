@@ -227,8 +227,9 @@ WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text
 -- or 'busy' if another transaction had it locked (try again); rows that do
 -- not come back were no longer held. A failure is retried after a backoff
 -- until the job's max_retries, then it is final. Relies on tasks_pkey for the
--- tasks and job_tallies_pkey for the tallies, locked in key order so that two
--- finishing workers cannot deadlock; claims never lock tallies.
+-- tasks; job_tallies_release updates the tallies by job_tallies_pkey, in key
+-- order so that two finishing workers cannot deadlock. Claims never lock
+-- tallies.
 WITH input AS (
     -- Set-returning functions in one select list advance in lockstep.
     SELECT
@@ -337,37 +338,16 @@ finished AS (
       AND j.id = t.job_id
     RETURNING t.id, t.job_id, t.shard, t.status
 ),
-shard_delta AS (
-    SELECT
-        job_id,
-        shard,
-        count(*)::integer AS released,
-        count(*) FILTER (WHERE status = 'completed')::integer AS completed,
-        count(*) FILTER (WHERE status = 'failed')::integer AS failed,
-        count(*) FILTER (WHERE status = 'skipped')::integer AS skipped
-    FROM finished
-    GROUP BY job_id, shard
-),
-locked_tally AS (
-    SELECT r.job_id, r.shard
-    FROM job_tallies r
-    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
-    ORDER BY r.job_id, r.shard
-    FOR NO KEY UPDATE OF r
-),
+-- The released tasks counted into their shards' tallies (DATABASE.md, "The
+-- job_shards / job_tallies design"); the one-time filter below reads it, so
+-- that it runs, once, after finished.
 counted AS (
-    UPDATE job_tallies r
-    SET releases = r.releases + d.released,
-        completed = r.completed + d.completed,
-        failed = r.failed + d.failed,
-        skipped = r.skipped + d.skipped
-    FROM shard_delta d, locked_tally l
-    WHERE r.job_id = d.job_id AND r.shard = d.shard
-      AND l.job_id = r.job_id AND l.shard = r.shard
-    RETURNING r.job_id
+    SELECT job_tallies_release(array_agg(job_id), array_agg(shard), array_agg(status)) AS tasks
+    FROM finished
 )
 SELECT finished.id, finished.job_id, finished.status::text AS outcome
 FROM finished
+WHERE (SELECT tasks FROM counted) >= 0
 UNION ALL
 -- Held by the same claim in this statement's snapshot but locked by another
 -- transaction: not written now; the caller tries again. Looked for only when
@@ -445,33 +425,14 @@ rescued AS (
       AND t.id = ANY (ARRAY(SELECT id FROM expired))
     RETURNING t.id, e.job_id, e.shard, t.status, e.claimed_by
 ),
-shard_delta AS (
-    SELECT
-        job_id,
-        shard,
-        count(*)::integer AS released,
-        count(*) FILTER (WHERE status = 'failed')::integer AS failed
-    FROM rescued
-    GROUP BY job_id, shard
-),
-locked_tally AS (
-    SELECT r.job_id, r.shard
-    FROM job_tallies r
-    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
-    ORDER BY r.job_id, r.shard
-    FOR NO KEY UPDATE OF r
-),
+-- As in TaskFinishMany.
 counted AS (
-    UPDATE job_tallies r
-    SET releases = r.releases + d.released,
-        failed = r.failed + d.failed
-    FROM shard_delta d, locked_tally l
-    WHERE r.job_id = d.job_id AND r.shard = d.shard
-      AND l.job_id = r.job_id AND l.shard = r.shard
-    RETURNING r.job_id
+    SELECT job_tallies_release(array_agg(job_id), array_agg(shard), array_agg(status)) AS tasks
+    FROM rescued
 )
 SELECT rescued.id, rescued.job_id, rescued.status, rescued.claimed_by::text AS claimed_by
-FROM rescued;
+FROM rescued
+WHERE (SELECT tasks FROM counted) >= 0;
 
 -- name: TaskGet :one
 -- One task by id. Relies on tasks_pkey.
@@ -489,8 +450,8 @@ ORDER BY priority_score DESC, created_at, id;
 -- are pending again at once and the claim does not count as a failure. Only
 -- tasks still held by the same claim change; the ids returned are those that
 -- did. A task handed back into a job cancelled meanwhile is swept into
--- 'skipped' by JobSweepCancelled. Relies on tasks_pkey and job_tallies_pkey
--- (locked in key order, as in TaskFinishMany).
+-- 'skipped' by JobSweepCancelled. Relies on tasks_pkey; the tallies as in
+-- TaskFinishMany.
 WITH input AS (
     SELECT
         unnest(sqlc.arg(ids)::text[]) AS id,
@@ -507,26 +468,12 @@ released AS (
       AND t.status::text = 'running'
       AND t.claimed_by = i.worker_id
       AND t.attempt = i.attempt
-    RETURNING t.id, t.job_id, t.shard
+    RETURNING t.id, t.job_id, t.shard, t.status
 ),
-shard_delta AS (
-    SELECT job_id, shard, count(*)::integer AS released
-    FROM released
-    GROUP BY job_id, shard
-),
-locked_tally AS (
-    SELECT r.job_id, r.shard
-    FROM job_tallies r
-    JOIN shard_delta d ON d.job_id = r.job_id AND d.shard = r.shard
-    ORDER BY r.job_id, r.shard
-    FOR NO KEY UPDATE OF r
-),
+-- As in TaskFinishMany.
 counted AS (
-    UPDATE job_tallies r
-    SET releases = r.releases + d.released
-    FROM shard_delta d, locked_tally l
-    WHERE r.job_id = d.job_id AND r.shard = d.shard
-      AND l.job_id = r.job_id AND l.shard = r.shard
-    RETURNING r.job_id
+    SELECT job_tallies_release(array_agg(job_id), array_agg(shard), array_agg(status)) AS tasks
+    FROM released
 )
-SELECT released.id FROM released;
+SELECT released.id FROM released
+WHERE (SELECT tasks FROM counted) >= 0;
