@@ -503,7 +503,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 				priorities = append(priorities, p)
 			}
 			if mode.Legacy() {
-				if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+				if _, err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
 					return nil, nil, err
 				}
 				if _, err := q.LegacyTaskInsertMany(ctx, pool, gen.LegacyTaskInsertManyParams{
@@ -620,7 +620,7 @@ func legacyEnqueue(ctx context.Context, q *gen.Queries, pool *pgxpool.Pool, jobI
 	}
 	for _, l := range links {
 		paths := []string{l.Path}
-		if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+		if _, err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
 			return err
 		}
 		if _, err := q.LegacyTaskInsertMany(ctx, pool, gen.LegacyTaskInsertManyParams{
