@@ -126,6 +126,8 @@ func (a *CacheCheckAttempt) UnmarshalJSON(b []byte) error {
 type Outcome struct {
 	Task   Task
 	Result TaskResult
+	// linkPages: page ids of Result.Links by path, from PrepareLinks.
+	linkPages map[string]int32
 }
 
 // FinishReport counts what Finish recorded.
@@ -395,6 +397,7 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 		}
 	}
 	perJob := map[string][]Page{}
+	ids := map[string]map[string]int32{}
 	seen := map[string]map[string]bool{}
 	for _, o := range outcomes {
 		if !completed[o.Task.ID] || len(o.Result.Links) == 0 {
@@ -404,6 +407,7 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 		job := o.Task.JobID
 		if seen[job] == nil {
 			seen[job] = map[string]bool{}
+			ids[job] = map[string]int32{}
 		}
 		for _, l := range o.Result.Links {
 			if checkPage("link", l) != nil {
@@ -416,12 +420,15 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 			}
 			seen[job][l.Path] = true
 			perJob[job] = append(perJob[job], l)
+			if id, ok := o.linkPages[l.Path]; ok {
+				ids[job][l.Path] = id
+			}
 		}
 	}
 	for _, job := range slices.Sorted(maps.Keys(perJob)) {
 		// One statement per job, so the page each link was found on is not
 		// recorded, only that it was found as a link.
-		res, err := q.enqueue(ctx, db, job, Source{Type: "link"}, perJob[job])
+		res, err := q.enqueue(ctx, db, job, Source{Type: "link"}, perJob[job], ids[job])
 		switch {
 		case errors.Is(err, ErrInvalidTransition), errors.Is(err, ErrJobNotFound):
 			rep.LinksRefused += len(perJob[job])
@@ -432,6 +439,68 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 		rep.Links.Pending += res.Pending
 		rep.Links.Skipped += res.Skipped
 		rep.Links.Duplicates += res.Duplicates
+	}
+	return nil
+}
+
+// PrepareLinks creates the pages of the links that the outcomes would
+// enqueue (see TaskResult.Links) and records their ids in the outcomes, so
+// that Finish then writes only the links' tasks. The worker pool calls it
+// in a goroutine of its own before the outcomes reach Finish: pages are
+// written beside the finishing of earlier outcomes, not in its transaction.
+// A page whose task is never written (the outcome is lost, say) is
+// harmless, and Finish creates the pages this did not. Invalid links are
+// left for Finish to count.
+func (q *Queue) PrepareLinks(ctx context.Context, outcomes []Outcome) error {
+	perJob := map[string][]string{}
+	seen := map[string]map[string]bool{}
+	for _, o := range outcomes {
+		if o.Result.Err != nil || o.Result.Skip {
+			continue
+		}
+		job := o.Task.JobID
+		for _, l := range o.Result.Links {
+			if checkPage("link", l) != nil || seen[job][l.Path] {
+				continue
+			}
+			if seen[job] == nil {
+				seen[job] = map[string]bool{}
+			}
+			seen[job][l.Path] = true
+			perJob[job] = append(perJob[job], l.Path)
+		}
+	}
+	if len(perJob) == 0 {
+		return nil
+	}
+	ids := map[string]map[string]int32{}
+	err := q.run(ctx, func(db gen.DBTX) error {
+		// Jobs in id order, paths in path order (PageUpsertMany): two
+		// processes creating the same pages cannot deadlock.
+		for _, job := range slices.Sorted(maps.Keys(perJob)) {
+			m, err := q.pageIDs(ctx, db, job, perJob[job])
+			if err != nil {
+				return fmt.Errorf("job %s: %w", job, err)
+			}
+			ids[job] = m
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create the pages of %d outcomes' links: %w", len(outcomes), err)
+	}
+	for i := range outcomes {
+		o := &outcomes[i]
+		m := ids[o.Task.JobID]
+		if len(m) == 0 || len(o.Result.Links) == 0 {
+			continue
+		}
+		o.linkPages = make(map[string]int32, len(o.Result.Links))
+		for _, l := range o.Result.Links {
+			if id, ok := m[l.Path]; ok {
+				o.linkPages[l.Path] = id
+			}
+		}
 	}
 	return nil
 }

@@ -213,7 +213,7 @@ func (q *Queue) EnqueueFrom(ctx context.Context, jobID string, src Source, pages
 	}
 	var res EnqueueResult
 	err := q.run(ctx, func(db gen.DBTX) (err error) {
-		res, err = q.enqueue(ctx, db, jobID, src, pages)
+		res, err = q.enqueue(ctx, db, jobID, src, pages, nil)
 		return err
 	})
 	if err != nil {
@@ -240,20 +240,38 @@ func checkPage(arg string, p Page) error {
 	return checkText(arg+".Path", p.Path)
 }
 
-// enqueue adds checked pages to a job: PageUpsertMany, then TaskEnqueue
-// until every page is placed. A round defers the pages it could not place
-// (every slot with quota left was held by another enqueue at that instant,
-// or another enqueue was inserting the same page); they go again, after a
-// short pause when the round placed nothing, until AcquireTimeout. In a
-// transaction (Finish's), the slots each round locks are held to its end.
-func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Source, pages []Page) (EnqueueResult, error) {
-	paths := make([]string, len(pages))
-	priorities := make([]float64, len(pages))
-	for i, p := range pages {
-		paths[i], priorities[i] = p.Path, p.Priority
+// enqueue adds checked pages to a job: their page ids (those not in ids,
+// from PageUpsertMany), then TaskEnqueue until every page is placed. A round
+// defers the pages it could not place (every slot with quota left was held
+// by another enqueue at that instant, or another enqueue was inserting the
+// same page); they go again, after a short pause when the round placed
+// nothing, until AcquireTimeout. In a transaction (Finish's), the slots each
+// round locks are held to its end; no slot is held while pages are created.
+func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Source, pages []Page, ids map[string]int32) (EnqueueResult, error) {
+	var missing []string
+	for _, p := range pages {
+		if _, ok := ids[p.Path]; !ok {
+			missing = append(missing, p.Path)
+		}
 	}
-	if err := q.q.PageUpsertMany(ctx, db, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
-		return EnqueueResult{}, err
+	if len(missing) > 0 {
+		found, err := q.pageIDs(ctx, db, jobID, missing)
+		if err != nil {
+			return EnqueueResult{}, err
+		}
+		for path, id := range ids {
+			found[path] = id
+		}
+		ids = found
+	}
+	var pageIDs []int32
+	var paths []string
+	var priorities []float64
+	for _, p := range pages {
+		// No id: the job takes no pages (TaskEnqueue says why).
+		if id, ok := ids[p.Path]; ok {
+			pageIDs, paths, priorities = append(pageIDs, id), append(paths, p.Path), append(priorities, p.Priority)
+		}
 	}
 	var res EnqueueResult
 	deadline := time.Now().Add(q.cfg.AcquireTimeout)
@@ -261,7 +279,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 		row, err := q.q.TaskEnqueue(ctx, db, gen.TaskEnqueueParams{
 			// Start: where this round's search for a free slot begins, so that
 			// concurrent enqueues spread over the slots.
-			JobID: jobID, Start: rand.Int32N(1 << 30), Paths: paths, Priorities: priorities,
+			JobID: jobID, Start: rand.Int32N(1 << 30), PageIds: pageIDs, Paths: paths, Priorities: priorities,
 			SourceType: nullIfEmpty(src.Type), SourceUrl: nullIfEmpty(src.URL), Channel: NotifyChannel,
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
@@ -286,7 +304,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 			}
 			continue
 		}
-		paths, priorities = only(row.Deferred, paths, priorities)
+		pageIDs, paths, priorities = only(row.Deferred, pageIDs, paths, priorities)
 		if row.Pending+row.Skipped > 0 {
 			continue
 		}
@@ -305,22 +323,56 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 	return res, nil
 }
 
-// only keeps the paths in keep, with their priorities, in their order.
-func only(keep, paths []string, priorities []float64) ([]string, []float64) {
+// pageIDs returns the page ids of paths on the job's domain, creating the
+// pages it does not have: PageUpsertMany, again for the paths whose insert
+// met a concurrent one (committed, or rolled back, by the time it returned).
+// Empty when the job takes no pages.
+func (q *Queue) pageIDs(ctx context.Context, db gen.DBTX, jobID string, paths []string) (map[string]int32, error) {
+	ids := make(map[string]int32, len(paths))
+	for round := 0; len(paths) > 0; round++ {
+		if round == 5 {
+			return nil, fmt.Errorf("%w: pages of job %s still being created by other transactions", ErrUnavailable, jobID)
+		}
+		rows, err := q.q.PageUpsertMany(ctx, db, gen.PageUpsertManyParams{JobID: jobID, Paths: paths})
+		if err != nil {
+			return nil, err
+		}
+		if len(rows) == 0 && round > 0 {
+			break // the job takes no pages: TaskEnqueue says why
+		}
+		for _, r := range rows {
+			ids[r.Path] = r.ID
+		}
+		var again []string
+		for _, p := range paths {
+			if _, ok := ids[p]; !ok {
+				again = append(again, p)
+			}
+		}
+		paths = again
+	}
+	return ids, nil
+}
+
+// only keeps the pages whose paths are in keep, with their ids and
+// priorities, in their order.
+func only(keep []string, ids []int32, paths []string, priorities []float64) ([]int32, []string, []float64) {
 	want := make(map[string]bool, len(keep))
 	for _, p := range keep {
 		want[p] = true
 	}
+	var outIDs []int32
 	var outPaths []string
 	var outPriorities []float64
 	for i, p := range paths {
 		if want[p] {
+			outIDs = append(outIDs, ids[i])
 			outPaths = append(outPaths, p)
 			outPriorities = append(outPriorities, priorities[i])
 			delete(want, p) // the first of repeated paths, as TaskEnqueue takes
 		}
 	}
-	return outPaths, outPriorities
+	return outIDs, outPaths, outPriorities
 }
 
 // Job returns a job with its exact progress.

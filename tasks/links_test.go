@@ -178,3 +178,83 @@ func TestBadLinkIsDroppedAndTheOutcomeWritten(t *testing.T) {
 		t.Errorf("odd but valid links: %d invalid, enqueued (-want +got):\n%s", rep.LinksInvalid, diff)
 	}
 }
+
+// TestPrepareLinksCreatesPagesAhead: PrepareLinks creates the pages of the
+// links a completed outcome would enqueue, and nothing else (no task, no
+// page for a failed or skipped outcome's links, none for a link Finish
+// would drop); Finish then writes the links' tasks and reports them as it
+// does without it. Into a cancelled job it creates nothing and fails
+// nothing.
+func TestPrepareLinksCreatesPagesAhead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, tasks.JobOptions{Concurrency: 4, FindLinks: true}, 3)
+	claimed, err := f.queue.Claim(ctx, "w", 3)
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("Claim = %d, %v", len(claimed), err)
+	}
+	ok := okResult()
+	ok.Links = []tasks.Page{{Path: "/a"}, {Path: "/b"}, {Path: "/a"}, {Path: "/p00000"}, badLinks[0].link}
+	outcomes := []tasks.Outcome{
+		{Task: claimed[0], Result: ok},
+		{Task: claimed[1], Result: tasks.TaskResult{Err: errors.New("boom"), Links: []tasks.Page{{Path: "/from-a-failure"}}}},
+		{Task: claimed[2], Result: tasks.TaskResult{Skip: true, Links: []tasks.Page{{Path: "/from-a-skip"}}}},
+	}
+	if err := f.queue.PrepareLinks(ctx, outcomes); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"/a", "/b", "/p00000", "/p00001", "/p00002"}, domainPages(t, f, job.ID)); diff != "" {
+		t.Errorf("the domain's pages after PrepareLinks (-want +got):\n%s", diff)
+	}
+	if n := len(queuedTasks(t, f, job.ID)); n != 3 {
+		t.Errorf("%d tasks after PrepareLinks, want the 3 claimed: it writes no task", n)
+	}
+	rep, err := f.queue.Finish(ctx, outcomes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(tasks.EnqueueResult{Pending: 2, Duplicates: 2}, rep.Links); diff != "" || rep.LinksInvalid != 1 {
+		t.Errorf("links (-want +got):\n%s; invalid %d, want 1", diff, rep.LinksInvalid)
+	}
+	var paths []string
+	for _, q := range queuedTasks(t, f, job.ID) {
+		paths = append(paths, q.Path)
+	}
+	if diff := cmp.Diff([]string{"/a", "/b", "/p00000", "/p00001", "/p00002"}, paths); diff != "" {
+		t.Errorf("the job's tasks (-want +got):\n%s", diff)
+	}
+
+	next := f.job(t, tasks.JobOptions{Domain: "cancelled.example", Concurrency: 4, FindLinks: true}, 1)
+	held, err := f.queue.ClaimJob(ctx, "w", next.ID, 1)
+	if err != nil || len(held) != 1 {
+		t.Fatalf("Claim = %d, %v", len(held), err)
+	}
+	if err := f.queue.CancelJob(ctx, next.ID); err != nil {
+		t.Fatal(err)
+	}
+	ok.Links = []tasks.Page{{Path: "/after-cancel"}}
+	late := []tasks.Outcome{{Task: held[0], Result: ok}}
+	if err := f.queue.PrepareLinks(ctx, late); err != nil {
+		t.Fatalf("PrepareLinks into a cancelled job: %v", err)
+	}
+	if diff := cmp.Diff([]string{"/p00000"}, domainPages(t, f, next.ID)); diff != "" {
+		t.Errorf("pages of a cancelled job's domain (-want +got):\n%s", diff)
+	}
+	if rep, err := f.queue.Finish(ctx, late); err != nil || rep.Completed != 1 || rep.LinksRefused != 1 {
+		t.Errorf("Finish into a cancelled job = %+v, %v; want 1 completed, 1 link refused", rep, err)
+	}
+}
+
+// domainPages is the paths of the pages of the job's domain, in order.
+func domainPages(t *testing.T, f fixture, jobID string) []string {
+	t.Helper()
+	var paths []string
+	err := f.pool.QueryRow(context.Background(), `
+		SELECT array_agg(p.path ORDER BY p.path) FROM pages p JOIN jobs j ON j.domain_id = p.domain_id
+		WHERE j.id = $1`, jobID).Scan(&paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}

@@ -5,7 +5,9 @@
 // for itself (ClaimBatch 1), or batched, one fetcher claiming up to
 // ClaimBatch tasks per statement for the pool's workers. Outcomes go to one
 // completer that writes them in batches (up to CompletionBatch per
-// statement, none waiting longer than CompletionDelay). Idle workers wait for
+// statement, none waiting longer than CompletionDelay); those with links
+// first pass a linker that creates the links' pages (Queue.PrepareLinks), so
+// that the completer's transaction writes only their tasks. Idle workers wait for
 // a NOTIFY from enqueueing (ListenURL) and poll every PollInterval in any
 // case. Long tasks have their leases extended; a maintenance loop rescues
 // tasks whose worker died and keeps job progress rolled up.
@@ -132,8 +134,12 @@ type Pool struct {
 	heldMu sync.Mutex
 	held   map[string]tasks.Task
 
-	outcomes chan outcome
-	// seen is the completer's: links already written, per job.
+	// outcomes go from the workers to the linker, which passes them on to
+	// the completer (finishing), those with links once their pages exist.
+	outcomes  chan outcome
+	finishing chan outcome
+	// seen: links already written, per job (the linker reads it, the
+	// completer adds to it).
 	seen *seenLinks
 
 	// turns wakes one idle claimer per token, where the Waker wakes them
@@ -171,14 +177,15 @@ type outcome struct {
 func New(q *tasks.Queue, handler Handler, cfg Config) *Pool {
 	cfg = cfg.withDefaults()
 	return &Pool{
-		q:        q,
-		handler:  handler,
-		cfg:      cfg,
-		waker:    tasks.NewWaker(),
-		held:     map[string]tasks.Task{},
-		outcomes: make(chan outcome, cfg.CompletionBatch),
-		seen:     newSeenLinks(cfg.SeenLinks),
-		turns:    make(chan struct{}, cfg.Workers),
+		q:         q,
+		handler:   handler,
+		cfg:       cfg,
+		waker:     tasks.NewWaker(),
+		held:      map[string]tasks.Task{},
+		outcomes:  make(chan outcome, cfg.CompletionBatch),
+		finishing: make(chan outcome, cfg.CompletionBatch),
+		seen:      newSeenLinks(cfg.SeenLinks),
+		turns:     make(chan struct{}, cfg.Workers),
 	}
 }
 
@@ -226,6 +233,10 @@ func (p *Pool) Run(ctx context.Context) error {
 	defer stopLeases()
 	background.Go(func() { p.extendLeases(leaseCtx) })
 
+	go func() {
+		defer close(p.finishing)
+		p.link()
+	}()
 	completerDone := make(chan struct{})
 	go func() {
 		defer close(completerDone)
@@ -495,7 +506,69 @@ func (p *Pool) armPace(ctx context.Context) (until time.Duration, ok bool) {
 	return t.hint.Sub(now), true
 }
 
-// complete writes outcomes in batches until the outcomes channel closes,
+// link passes outcomes on to the completer until the outcomes channel
+// closes. It drops the links written before (seen), and those of outcomes
+// with links left wait, in batches bounded as the completer's are, for
+// Queue.PrepareLinks to create their pages: those statements run beside the
+// completer's transaction, which then writes only the links' tasks.
+func (p *Pool) link() {
+	var batch []outcome
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case o, ok := <-p.outcomes:
+			if !ok {
+				p.prepareLinks(batch)
+				return
+			}
+			if n := len(o.Result.Links); n > 0 && !o.release {
+				o.Result.Links = p.seen.unseen(o.Task.JobID, o.Result.Links)
+				p.stats.foundLinks(n, n-len(o.Result.Links))
+			}
+			if o.release || len(o.Result.Links) == 0 || o.Result.Err != nil || o.Result.Skip {
+				p.finishing <- o
+				continue
+			}
+			if len(batch) == 0 {
+				timer.Reset(p.cfg.CompletionDelay)
+			}
+			batch = append(batch, o)
+			if len(batch) >= p.cfg.CompletionBatch {
+				timer.Stop()
+				p.prepareLinks(batch)
+				batch = batch[:0]
+			}
+		case <-timer.C:
+			p.prepareLinks(batch)
+			batch = batch[:0]
+		}
+	}
+}
+
+// prepareLinks creates the pages of a batch's links and passes the batch
+// on. If that fails, Finish creates them in its own transaction.
+func (p *Pool) prepareLinks(batch []outcome) {
+	if len(batch) == 0 {
+		return
+	}
+	outcomes := make([]tasks.Outcome, len(batch))
+	for i, o := range batch {
+		outcomes[i] = o.Outcome
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	err := p.q.PrepareLinks(ctx, outcomes)
+	cancel()
+	if err != nil {
+		p.cfg.Logger.Warn("links' pages not created ahead; the outcomes' write creates them", "err", err)
+	}
+	for i, o := range batch {
+		o.Outcome = outcomes[i]
+		p.finishing <- o
+	}
+}
+
+// complete writes outcomes in batches until the finishing channel closes,
 // then writes what is left.
 func (p *Pool) complete() {
 	var batch []outcome
@@ -503,7 +576,7 @@ func (p *Pool) complete() {
 	timer.Stop()
 	for {
 		select {
-		case o, ok := <-p.outcomes:
+		case o, ok := <-p.finishing:
 			if !ok {
 				p.flush(batch)
 				return
@@ -539,10 +612,6 @@ func (p *Pool) flush(batch []outcome) {
 		if o.release {
 			release = append(release, o.Task)
 			continue
-		}
-		if n := len(o.Result.Links); n > 0 {
-			o.Result.Links = p.seen.unseen(o.Task.JobID, o.Result.Links)
-			p.stats.foundLinks(n, n-len(o.Result.Links))
 		}
 		outcomes = append(outcomes, o.Outcome)
 	}

@@ -1,14 +1,20 @@
 package worker
 
-import "github.com/blue-banded-bee/taskq/tasks"
+import (
+	"sync"
+
+	"github.com/blue-banded-bee/taskq/tasks"
+)
 
 // seenLinks remembers, per job, the link paths the pool has written to the
 // database, so that links found again (the navigation on every page of a
 // site) are dropped before they cost a statement. Only paths whose write
 // committed go in: a dropped link is always in the job already. Bounded:
 // past max paths it forgets everything and starts again; the database's
-// unique keys stay the truth. Used by the completer goroutine alone.
+// unique keys stay the truth. The linker reads it while the completer adds
+// to it.
 type seenLinks struct {
+	mu     sync.Mutex
 	max, n int
 	jobs   map[string]map[string]struct{}
 }
@@ -19,6 +25,8 @@ func newSeenLinks(max int) *seenLinks {
 
 // unseen returns the links of jobID not written before, in their order.
 func (s *seenLinks) unseen(jobID string, links []tasks.Page) []tasks.Page {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	known := s.jobs[jobID]
 	if known == nil {
 		return links
@@ -37,6 +45,8 @@ func (s *seenLinks) written(outcomes []tasks.Outcome, linked []string) {
 	if len(linked) == 0 {
 		return
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	ids := make(map[string]bool, len(linked))
 	for _, id := range linked {
 		ids[id] = true

@@ -221,7 +221,10 @@ type Result struct {
 	Workers  int    `json:"workers"`
 	Batch    int    `json:"claim_batch"`
 	// Elapsed is from the first claim to the last outcome written.
-	Elapsed        time.Duration `json:"elapsed_ns"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+	// Seeded is how long seeding took before the run: the organisations,
+	// the jobs, and every page (known up front) or each sitemap (+discover).
+	Seeded         time.Duration `json:"seeded_ns"`
 	Completed      int           `json:"completed"`
 	Failed         int           `json:"failed"`
 	TasksPerMinute float64       `json:"tasks_per_minute"`
@@ -332,10 +335,12 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 	}
 	defer pool.Close()
 
+	seedStart := time.Now()
 	orgs, sites, err := seed(ctx, pool, cfg, mode)
 	if err != nil {
 		return Result{}, fmt.Errorf("seed: %w", err)
 	}
+	seeded := time.Since(seedStart)
 	if mode.Analyzed() {
 		if _, err := pool.Exec(ctx, "VACUUM ANALYZE"); err != nil {
 			return Result{}, err
@@ -356,7 +361,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (Result, error) {
 		return crawl.Simulator{Delay: cfg.Delay, Site: sites[t.JobID]}.Handle(ctx, t)
 	})
 
-	res := Result{Mode: mode, Database: name, Tasks: cfg.Tasks, Jobs: cfg.Jobs, Workers: cfg.Workers, Batch: 1}
+	res := Result{Mode: mode, Database: name, Tasks: cfg.Tasks, Jobs: cfg.Jobs, Workers: cfg.Workers, Batch: 1, Seeded: seeded}
 	progress := startProgress(runCtx, cfg, mode, pool)
 	start := time.Now()
 	var claims *worker.Histogram
@@ -503,7 +508,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, cfg Config, mode Mode) ([]org
 				priorities = append(priorities, p)
 			}
 			if mode.Legacy() {
-				if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+				if _, err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
 					return nil, nil, err
 				}
 				if _, err := q.LegacyTaskInsertMany(ctx, pool, gen.LegacyTaskInsertManyParams{
@@ -620,7 +625,7 @@ func legacyEnqueue(ctx context.Context, q *gen.Queries, pool *pgxpool.Pool, jobI
 	}
 	for _, l := range links {
 		paths := []string{l.Path}
-		if err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
+		if _, err := q.PageUpsertMany(ctx, pool, gen.PageUpsertManyParams{JobID: jobID, Paths: paths}); err != nil {
 			return err
 		}
 		if _, err := q.LegacyTaskInsertMany(ctx, pool, gen.LegacyTaskInsertManyParams{

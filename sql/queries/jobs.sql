@@ -22,29 +22,45 @@ VALUES (
 )
 RETURNING *;
 
--- name: PageUpsertMany :exec
--- Creates the pages of a batch that the domain does not have yet, if the job
--- can take pages, before TaskEnqueue, whose own snapshot then sees every
--- page. Most links of a
--- crawl point at pages that exist: those are read (pages_domain_id_path_key),
--- not written, so they wait on nobody. New ones are inserted in path order,
--- so that two enqueues of overlapping batches cannot deadlock; ON CONFLICT
--- waits for a concurrent insert of the same path, a statement's length.
-INSERT INTO pages (domain_id, path)
-SELECT j.domain_id, p.path
-FROM jobs j, unnest(sqlc.arg(paths)::text[]) AS p(path)
-WHERE j.id = sqlc.arg(job_id)::text
-  AND j.status IN ('pending', 'running', 'paused', 'completed')
-  -- A probe per path (see TaskEnqueue's known), not an anti-join.
-  AND (SELECT true FROM pages e WHERE e.domain_id = j.domain_id AND e.path = p.path LIMIT 1) IS NULL
-ORDER BY p.path
-ON CONFLICT (domain_id, path) DO NOTHING;
+-- name: PageUpsertMany :many
+-- The page ids of a batch of paths on a job's domain, if the job can take
+-- pages, creating the pages the domain does not have yet: what TaskEnqueue
+-- takes. Most links of a crawl point at pages that exist: those are read
+-- (pages_domain_id_path_key, a probe per path, not an anti-join), not
+-- written, so they wait on nobody. New ones are inserted in path order, so
+-- that two enqueues of overlapping batches cannot deadlock. A path whose
+-- insert met a concurrent insert of the same path (ON CONFLICT waited for
+-- it) is not returned, since this statement's snapshot cannot see that row:
+-- the caller asks again.
+WITH job AS (
+    SELECT j.domain_id
+    FROM jobs j
+    WHERE j.id = sqlc.arg(job_id)::text
+      AND j.status IN ('pending', 'running', 'paused', 'completed')
+),
+known AS (
+    SELECT p.path,
+           (SELECT e.id FROM pages e WHERE e.domain_id = job.domain_id AND e.path = p.path LIMIT 1) AS id
+    FROM job, (SELECT DISTINCT unnest(sqlc.arg(paths)::text[]) AS path) p
+),
+created AS (
+    INSERT INTO pages (domain_id, path)
+    SELECT job.domain_id, k.path
+    FROM job, known k
+    WHERE k.id IS NULL
+    ORDER BY k.path
+    ON CONFLICT (domain_id, path) DO NOTHING
+    RETURNING path, id
+)
+SELECT known.path::text AS path, known.id::integer AS id FROM known WHERE known.id IS NOT NULL
+UNION ALL
+SELECT created.path, created.id FROM created;
 
 -- name: TaskEnqueue :one
--- Adds a batch of pages to a job as tasks, in one statement, without locking
--- or writing the jobs row (but to start or reopen the job). Pages the job
--- already has are dropped (read through tasks_job_id_page_id_key before any
--- write). The statement locks one of the job's admission slots with SKIP
+-- Adds a batch of pages (their ids from PageUpsertMany, with their paths) to
+-- a job as tasks, in one statement, without locking or writing the jobs row
+-- (but to start or reopen the job). Pages the job already has are dropped
+-- (read through tasks_job_id_page_id_key before any write). The statement locks one of the job's admission slots with SKIP
 -- LOCKED, one with quota left if it can: new pages up to the slot's quota
 -- become pending tasks, dealt round-robin over the job's shards in priority
 -- order; when no slot of the job has quota left, they are recorded as
@@ -76,28 +92,23 @@ exhausted AS (
     ) AS spent
 ),
 input AS (
-    SELECT DISTINCT ON (u.path) u.path, u.priority, u.ord
+    SELECT DISTINCT ON (u.page_id) u.page_id, u.path, u.priority, u.ord
     FROM (
         SELECT
+            unnest(sqlc.arg(page_ids)::integer[]) AS page_id,
             unnest(sqlc.arg(paths)::text[]) AS path,
             unnest(sqlc.arg(priorities)::double precision[]) AS priority,
             generate_series(1, cardinality(sqlc.arg(paths)::text[])) AS ord
     ) u
-    ORDER BY u.path, u.ord
+    ORDER BY u.page_id, u.ord
 ),
--- One pages_domain_id_path_key probe per input row, whatever the statistics
--- say: the LIMIT keeps the lateral subquery from being flattened into a join
--- the planner may turn around. (A scalar LIMIT 1 subquery in place of the
--- EXISTS halved the discovering load test's rate: its generic plan did not
--- probe tasks_job_id_page_id_key.)
+-- One tasks_job_id_page_id_key probe per input row (an EXISTS, not a scalar
+-- LIMIT 1 subquery, whose generic plan did not probe the index).
 known AS (
-    SELECT i.path, i.priority, i.ord, p.id AS page_id,
-           EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = p.id) AS queued
+    SELECT i.path, i.priority, i.ord, i.page_id,
+           EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = i.page_id) AS queued
     FROM input i
     JOIN job ON job.status IN ('pending', 'running', 'paused', 'completed')
-    CROSS JOIN LATERAL (
-        SELECT p.id FROM pages p WHERE p.domain_id = job.domain_id AND p.path = i.path LIMIT 1
-    ) p
 ),
 fresh AS (
     SELECT k.page_id, k.path, k.priority,

@@ -198,15 +198,17 @@ func TestWorkerProcessesAddOverlappingLinks(t *testing.T) {
 //     them (faultworker --hold, seen in fault_runs.held_at); nothing of the
 //     outcome is written;
 //   - inside its outcome's transaction: the pool is writing the outcome and
-//     the links in one transaction, which waits on a page row the test is
-//     inserting in a transaction of its own (seen in pg_blocking_pids);
-//     killed there, then the test's insert rolled back, the transaction
-//     never commits;
+//     the links' tasks in one transaction, which waits on a task row of one
+//     of the links the test is inserting in a transaction of its own (seen
+//     in pg_blocking_pids); killed there, then the test's insert rolled
+//     back, the transaction never commits;
 //   - after its outcome is written: the homepage is completed, and the
 //     victim's next runs hold (--hold '/page/*'), so nothing else happened.
 //
 // In the first two the database shows the homepage still running, attempt
-// 1, and no other task or page: the links died with the outcome. Once the
+// 1, and no other task: the links died with the outcome. (In the second
+// their pages are there: the pool creates them ahead of the outcome's
+// transaction, and a page without a task is harmless.) Once the
 // lease expired and the homepage ran again (attempt 2) its links are there.
 // In the third, in the first snapshot where the homepage is completed its
 // links are all tasks already, and it never runs again. In all three at the
@@ -230,6 +232,8 @@ func TestSIGKILLedWorkerLinksLandOnce(t *testing.T) {
 		killAt func(t *testing.T, f fixture, jobID string, start func(hold string) *proc) (victim *proc, afterKill func())
 		// rerun: the homepage's outcome was lost and it runs again.
 		rerun bool
+		// pagesAhead: the links' pages were created before the kill.
+		pagesAhead bool
 		// finishedRuns of the homepage: its runs that ended, the victim's
 		// included if its handler had returned.
 		finishedRuns int
@@ -247,12 +251,20 @@ func TestSIGKILLedWorkerLinksLandOnce(t *testing.T) {
 		},
 		{
 			name:  "inside its outcome's transaction",
-			rerun: true, finishedRuns: 2,
+			rerun: true, pagesAhead: true, finishedRuns: 2,
 			killAt: func(t *testing.T, f fixture, jobID string, start func(string) *proc) (*proc, func()) {
 				// Before the victim starts: its write of the homepage's
-				// links must find this insert of one of them under way.
-				b := block(t, f.url, `
+				// links' tasks must find this insert of one of them under
+				// way.
+				if _, err := f.pool.Exec(context.Background(), `
 					INSERT INTO pages (domain_id, path) SELECT domain_id, $2 FROM jobs WHERE id = $1`,
+					jobID, homeLinks[0]); err != nil {
+					t.Fatal(err)
+				}
+				b := block(t, f.url, `
+					INSERT INTO tasks (job_id, page_id, path)
+					SELECT j.id, p.id, p.path FROM jobs j JOIN pages p ON p.domain_id = j.domain_id
+					WHERE j.id = $1 AND p.path = $2`,
 					jobID, homeLinks[0])
 				victim := start("")
 				pid := b.waitBlocked(t, f.pool)
@@ -331,7 +343,12 @@ func TestSIGKILLedWorkerLinksLandOnce(t *testing.T) {
 				if diff := cmp.Diff(want, got); diff != "" {
 					t.Fatalf("the job's tasks after the kill (-want +got):\n%s", diff)
 				}
-				if diff := cmp.Diff([]string{"/"}, pagesOf(t, f.pool, jobID)); diff != "" {
+				wantPages := []string{"/"}
+				if tc.pagesAhead {
+					wantPages = append(wantPages, homeLinks...)
+					slices.Sort(wantPages)
+				}
+				if diff := cmp.Diff(wantPages, pagesOf(t, f.pool, jobID)); diff != "" {
 					t.Errorf("pages of the domain after the kill (-want +got):\n%s", diff)
 				}
 			} else {
