@@ -122,7 +122,9 @@ func (q *Queries) DomainPaceDelete(ctx context.Context, db DBTX, domainID int32)
 const domainPaceFlag = `-- name: DomainPaceFlag :exec
 UPDATE job_shards s
 SET paced_domain_id = CASE WHEN EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id)
-                           THEN j.domain_id END
+                           THEN j.domain_id END,
+    paced_until = coalesce((SELECT p.next_allowed_at FROM domain_paces p WHERE p.domain_id = j.domain_id),
+                           s.paced_until)
 FROM jobs j
 WHERE j.domain_id = ANY ($1::integer[])
   AND s.job_id = j.id
@@ -132,7 +134,9 @@ WHERE j.domain_id = ANY ($1::integer[])
 
 // Marks the shards of every job of the domains as paced (their domain id)
 // or not (NULL), as domain_paces now says; run after DomainLockForPace in
-// the same transaction. Relies on idx_jobs_domain_id and job_shards_pkey.
+// the same transaction. A shard that becomes paced takes the pace's next
+// start as its paced_until. Relies on idx_jobs_domain_id and
+// job_shards_pkey.
 func (q *Queries) DomainPaceFlag(ctx context.Context, db DBTX, domainIds []int32) error {
 	_, err := db.Exec(ctx, domainPaceFlag, domainIds)
 	return err

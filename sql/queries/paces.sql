@@ -65,10 +65,14 @@ SELECT EXISTS (SELECT 1 FROM deleted) AS deleted;
 -- name: DomainPaceFlag :exec
 -- Marks the shards of every job of the domains as paced (their domain id)
 -- or not (NULL), as domain_paces now says; run after DomainLockForPace in
--- the same transaction. Relies on idx_jobs_domain_id and job_shards_pkey.
+-- the same transaction. A shard that becomes paced takes the pace's next
+-- start as its paced_until. Relies on idx_jobs_domain_id and
+-- job_shards_pkey.
 UPDATE job_shards s
 SET paced_domain_id = CASE WHEN EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id)
-                           THEN j.domain_id END
+                           THEN j.domain_id END,
+    paced_until = coalesce((SELECT p.next_allowed_at FROM domain_paces p WHERE p.domain_id = j.domain_id),
+                           s.paced_until)
 FROM jobs j
 WHERE j.domain_id = ANY (sqlc.arg(domain_ids)::integer[])
   AND s.job_id = j.id
