@@ -443,8 +443,8 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		// Probes every paced shard with room, once.
 		{"TaskPacedNext", []any{&now, anyJob}, "domain_paces_pkey", 6 * 32, false, ""},
 		{"TaskPacedNext", []any{&now, liveJob}, "domain_paces_pkey", 32, false, ""},
-		{"DomainPaceLearn", []any{&now, []string{liveJob, liveJob}, []bool{true, false}, []int64{2000, 0},
-			int64(60000), int64(500), int32(5)}, "domain_paces_pkey", 0, false, ""},
+		{"DomainPaceLearn", []any{[]string{liveJob, liveJob}, []bool{true, false}, []int64{2000, 0},
+			int64(60000), int64(500), int32(5), &now}, "domain_paces_pkey", 0, false, ""},
 	}
 	// The 1,000 other paced domains each have a running job of one shard
 	// and one pending task, due an hour from now: shards every claim would

@@ -37,6 +37,8 @@ func seedPacedDomains(tb testing.TB, f fixture, n, perJob int, interval, after t
 		`INSERT INTO tasks (job_id, page_id, path, priority_score, shard)
 			SELECT 'scale-' || p.domain_id, p.id, p.path, random(), 0
 			FROM pages p JOIN domains d ON d.id = p.domain_id WHERE d.name LIKE 'scale%'`,
+		// As a claim of the domain leaves them.
+		`UPDATE job_shards s SET paced_until = p.next_allowed_at FROM domain_paces p WHERE p.domain_id = s.paced_domain_id`,
 		"VACUUM ANALYZE",
 	} {
 		if _, err := f.pool.Exec(ctx, sql); err != nil {
