@@ -122,9 +122,7 @@ func (q *Queries) DomainPaceDelete(ctx context.Context, db DBTX, domainID int32)
 const domainPaceFlag = `-- name: DomainPaceFlag :exec
 UPDATE job_shards s
 SET paced_domain_id = CASE WHEN EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id)
-                           THEN j.domain_id END,
-    paced_until = coalesce((SELECT p.next_allowed_at FROM domain_paces p WHERE p.domain_id = j.domain_id),
-                           s.paced_until)
+                           THEN j.domain_id END
 FROM jobs j
 WHERE j.domain_id = ANY ($1::integer[])
   AND s.job_id = j.id
@@ -134,9 +132,7 @@ WHERE j.domain_id = ANY ($1::integer[])
 
 // Marks the shards of every job of the domains as paced (their domain id)
 // or not (NULL), as domain_paces now says; run after DomainLockForPace in
-// the same transaction. A shard that becomes paced takes the pace's next
-// start as its paced_until. Relies on idx_jobs_domain_id and
-// job_shards_pkey.
+// the same transaction. Relies on idx_jobs_domain_id and job_shards_pkey.
 func (q *Queries) DomainPaceFlag(ctx context.Context, db DBTX, domainIds []int32) error {
 	_, err := db.Exec(ctx, domainPaceFlag, domainIds)
 	return err
@@ -180,9 +176,9 @@ func (q *Queries) DomainPaceGet(ctx context.Context, db DBTX, name string) (Doma
 
 const domainPaceLearn = `-- name: DomainPaceLearn :many
 WITH input AS (
-    SELECT unnest($1::text[]) AS job_id,
-           unnest($2::boolean[]) AS back_off,
-           unnest($3::bigint[]) AS retry_after_ms
+    SELECT unnest($2::text[]) AS job_id,
+           unnest($3::boolean[]) AS back_off,
+           unnest($4::bigint[]) AS retry_after_ms
 ),
 per_domain AS (
     SELECT j.domain_id,
@@ -205,57 +201,39 @@ learned AS (
     SELECT p.domain_id,
            d.back_off,
            CASE WHEN d.back_off
-                THEN greatest(p.floor_ms, least($4::bigint, p.interval_ms + $5::bigint))
-                WHEN p.successes + d.successes >= $6::integer
-                THEN greatest(p.floor_ms, p.interval_ms - $5::bigint)
+                THEN greatest(p.floor_ms, least($5::bigint, p.interval_ms + $6::bigint))
+                WHEN p.successes + d.successes >= $7::integer
+                THEN greatest(p.floor_ms, p.interval_ms - $6::bigint)
                 ELSE p.interval_ms END AS interval_ms,
-           CASE WHEN d.back_off OR p.successes + d.successes >= $6::integer THEN 0
+           CASE WHEN d.back_off OR p.successes + d.successes >= $7::integer THEN 0
                 ELSE p.successes + d.successes END AS successes,
            d.retry_after_ms
     FROM domain_paces p
     JOIN per_domain d ON d.domain_id = p.domain_id
     JOIN locked l ON l.domain_id = p.domain_id
-),
-changed AS (
-    UPDATE domain_paces p
-    SET interval_ms = l.interval_ms,
-        successes = l.successes,
-        next_allowed_at = CASE WHEN l.back_off
-                               THEN greatest(p.next_allowed_at,
-                                             coalesce($7::timestamptz, now())
-                                             + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
-                               ELSE p.next_allowed_at END,
-        updated_at = coalesce($7::timestamptz, now())
-    FROM learned l
-    WHERE p.domain_id = l.domain_id
-    RETURNING p.domain_id, p.next_allowed_at, l.back_off
-),
-stale AS (
-    SELECT s.job_id, s.shard
-    FROM job_shards s
-    WHERE s.paced_domain_id = ANY (ARRAY(SELECT c.domain_id FROM changed c WHERE c.back_off))
-      AND s.paced_until < (SELECT c.next_allowed_at FROM changed c WHERE c.domain_id = s.paced_domain_id)
-    FOR NO KEY UPDATE OF s SKIP LOCKED
-),
-moved AS (
-    UPDATE job_shards s
-    SET paced_until = (SELECT c.next_allowed_at FROM changed c WHERE c.domain_id = s.paced_domain_id)
-    -- An array, not a join, which the planner could turn around.
-    WHERE s.paced_domain_id = ANY (ARRAY(SELECT c.domain_id FROM changed c WHERE c.back_off))
-      AND s.job_id || '/' || s.shard = ANY (ARRAY(SELECT x.job_id || '/' || x.shard FROM stale x))
-    RETURNING s.job_id
 )
-SELECT changed.domain_id FROM changed
+UPDATE domain_paces p
+SET interval_ms = l.interval_ms,
+    successes = l.successes,
+    next_allowed_at = CASE WHEN l.back_off
+                           THEN greatest(p.next_allowed_at,
+                                         coalesce($1::timestamptz, now())
+                                         + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
+                           ELSE p.next_allowed_at END,
+    updated_at = coalesce($1::timestamptz, now())
+FROM learned l
+WHERE p.domain_id = l.domain_id
+RETURNING p.domain_id
 `
 
 type DomainPaceLearnParams struct {
+	Now          *time.Time
 	JobIds       []string
 	BackOff      []bool
 	RetryAfterMs []int64
 	MaxMs        int64
 	StepMs       int64
 	RecoverAfter int32
-	Now          *time.Time
 }
 
 // What results say about their domains' paces, one statement per finished
@@ -265,26 +243,20 @@ type DomainPaceLearnParams struct {
 // the count of successes; recover_after successes in a row lower it by
 // step_ms toward the floor. Only domains with a pace change; returns those,
 // so the caller can create the paces missing for back-offs
-// (DomainPaceBackOffNew). Relies on jobs_pkey, domain_paces_pkey and
-// idx_job_shards_paced_domain, and locks pace rows in key order so two
-// finishers cannot deadlock.
+// (DomainPaceBackOffNew). Relies on jobs_pkey and domain_paces_pkey, and
+// locks pace rows in key order so two finishers cannot deadlock.
 // Successes on a pace at its floor change nothing: those rows are neither
 // locked nor written, so a paced domain crawling politely costs no write
 // per task here.
-// A back-off moves the paced_until of the domains' shards too, so that
-// they leave the claim's due range (TaskClaim) instead of costing every
-// claim a pace probe until the back-off ends. SKIP LOCKED: a shard a
-// claimer holds keeps its older paced_until, a lower bound still.
-// idx_job_shards_paced_domain, per backed-off domain.
 func (q *Queries) DomainPaceLearn(ctx context.Context, db DBTX, arg DomainPaceLearnParams) ([]int32, error) {
 	rows, err := db.Query(ctx, domainPaceLearn,
+		arg.Now,
 		arg.JobIds,
 		arg.BackOff,
 		arg.RetryAfterMs,
 		arg.MaxMs,
 		arg.StepMs,
 		arg.RecoverAfter,
-		arg.Now,
 	)
 	if err != nil {
 		return nil, err

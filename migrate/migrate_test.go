@@ -257,7 +257,7 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql string) {
 }
 
 // planIndexes are the plan's seven foreign-key indexes, the one it missed,
-// and the claim's indexes, with the columns each must cover.
+// and the claim index, with the columns each must cover.
 var planIndexes = map[string]string{
 	"idx_jobs_domain_id":             "CREATE INDEX idx_jobs_domain_id ON public.jobs USING btree (domain_id)",
 	"idx_jobs_user_id":               "CREATE INDEX idx_jobs_user_id ON public.jobs USING btree (user_id)",
@@ -268,10 +268,6 @@ var planIndexes = map[string]string{
 	"idx_job_share_links_created_by": "CREATE INDEX idx_job_share_links_created_by ON public.job_share_links USING btree (created_by)",
 	"idx_job_share_links_job_id":     "CREATE INDEX idx_job_share_links_job_id ON public.job_share_links USING btree (job_id)",
 	"idx_tasks_claim":                "CREATE INDEX idx_tasks_claim ON public.tasks USING btree (job_id COLLATE \"C\", shard, priority_score DESC, created_at) WHERE (status = 'pending'::task_status)",
-	// The claim's job_shards indexes (000024).
-	"idx_job_shards_unpaced":      "CREATE INDEX idx_job_shards_unpaced ON public.job_shards USING btree (job_id COLLATE \"C\", shard) WHERE (paced_domain_id IS NULL)",
-	"idx_job_shards_paced_until":  "CREATE INDEX idx_job_shards_paced_until ON public.job_shards USING btree (paced_until) WHERE (paced_domain_id > 0)",
-	"idx_job_shards_paced_domain": "CREATE INDEX idx_job_shards_paced_domain ON public.job_shards USING btree (paced_domain_id) WHERE (paced_domain_id IS NOT NULL)",
 }
 
 type indexState struct {

@@ -65,14 +65,10 @@ SELECT EXISTS (SELECT 1 FROM deleted) AS deleted;
 -- name: DomainPaceFlag :exec
 -- Marks the shards of every job of the domains as paced (their domain id)
 -- or not (NULL), as domain_paces now says; run after DomainLockForPace in
--- the same transaction. A shard that becomes paced takes the pace's next
--- start as its paced_until. Relies on idx_jobs_domain_id and
--- job_shards_pkey.
+-- the same transaction. Relies on idx_jobs_domain_id and job_shards_pkey.
 UPDATE job_shards s
 SET paced_domain_id = CASE WHEN EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id)
-                           THEN j.domain_id END,
-    paced_until = coalesce((SELECT p.next_allowed_at FROM domain_paces p WHERE p.domain_id = j.domain_id),
-                           s.paced_until)
+                           THEN j.domain_id END
 FROM jobs j
 WHERE j.domain_id = ANY (sqlc.arg(domain_ids)::integer[])
   AND s.job_id = j.id
@@ -87,9 +83,8 @@ WHERE j.domain_id = ANY (sqlc.arg(domain_ids)::integer[])
 -- the count of successes; recover_after successes in a row lower it by
 -- step_ms toward the floor. Only domains with a pace change; returns those,
 -- so the caller can create the paces missing for back-offs
--- (DomainPaceBackOffNew). Relies on jobs_pkey, domain_paces_pkey and
--- idx_job_shards_paced_domain, and locks pace rows in key order so two
--- finishers cannot deadlock.
+-- (DomainPaceBackOffNew). Relies on jobs_pkey and domain_paces_pkey, and
+-- locks pace rows in key order so two finishers cannot deadlock.
 WITH input AS (
     SELECT unnest(sqlc.arg(job_ids)::text[]) AS job_id,
            unnest(sqlc.arg(back_off)::boolean[]) AS back_off,
@@ -129,42 +124,19 @@ learned AS (
     FROM domain_paces p
     JOIN per_domain d ON d.domain_id = p.domain_id
     JOIN locked l ON l.domain_id = p.domain_id
-),
-changed AS (
-    UPDATE domain_paces p
-    SET interval_ms = l.interval_ms,
-        successes = l.successes,
-        next_allowed_at = CASE WHEN l.back_off
-                               THEN greatest(p.next_allowed_at,
-                                             coalesce(sqlc.narg('now')::timestamptz, now())
-                                             + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
-                               ELSE p.next_allowed_at END,
-        updated_at = coalesce(sqlc.narg('now')::timestamptz, now())
-    FROM learned l
-    WHERE p.domain_id = l.domain_id
-    RETURNING p.domain_id, p.next_allowed_at, l.back_off
-),
--- A back-off moves the paced_until of the domains' shards too, so that
--- they leave the claim's due range (TaskClaim) instead of costing every
--- claim a pace probe until the back-off ends. SKIP LOCKED: a shard a
--- claimer holds keeps its older paced_until, a lower bound still.
--- idx_job_shards_paced_domain, per backed-off domain.
-stale AS (
-    SELECT s.job_id, s.shard
-    FROM job_shards s
-    WHERE s.paced_domain_id = ANY (ARRAY(SELECT c.domain_id FROM changed c WHERE c.back_off))
-      AND s.paced_until < (SELECT c.next_allowed_at FROM changed c WHERE c.domain_id = s.paced_domain_id)
-    FOR NO KEY UPDATE OF s SKIP LOCKED
-),
-moved AS (
-    UPDATE job_shards s
-    SET paced_until = (SELECT c.next_allowed_at FROM changed c WHERE c.domain_id = s.paced_domain_id)
-    -- An array, not a join, which the planner could turn around.
-    WHERE s.paced_domain_id = ANY (ARRAY(SELECT c.domain_id FROM changed c WHERE c.back_off))
-      AND s.job_id || '/' || s.shard = ANY (ARRAY(SELECT x.job_id || '/' || x.shard FROM stale x))
-    RETURNING s.job_id
 )
-SELECT changed.domain_id FROM changed;
+UPDATE domain_paces p
+SET interval_ms = l.interval_ms,
+    successes = l.successes,
+    next_allowed_at = CASE WHEN l.back_off
+                           THEN greatest(p.next_allowed_at,
+                                         coalesce(sqlc.narg('now')::timestamptz, now())
+                                         + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
+                           ELSE p.next_allowed_at END,
+    updated_at = coalesce(sqlc.narg('now')::timestamptz, now())
+FROM learned l
+WHERE p.domain_id = l.domain_id
+RETURNING p.domain_id;
 
 -- name: DomainPaceGet :one
 -- One domain's pace, by domain name. Relies on domains_name_key and

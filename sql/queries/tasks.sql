@@ -15,119 +15,56 @@
 -- probe is written so.
 --
 -- Politeness ("Politeness" in DATABASE.md): a shard of a paced job carries
--- its domain (paced_domain_id) and a lower bound of the domain's next start
--- (paced_until). The claim looks first at the paced shards that may be due,
--- oldest first (idx_job_shards_paced_until, a range that ends at the first
--- one not due), then at the unpaced ones (idx_job_shards_unpaced): a paced
--- shard not due is never read, and a due one does not wait behind unpaced
--- work. A paced shard is taken only when its domain's next_allowed_at has
--- come and no other claimer holds the domain (advisory lock, then the pace
--- row FOR NO KEY UPDATE SKIP LOCKED, which re-checks next_allowed_at on the
--- newest version); at most one task is taken, and next_allowed_at moves to
--- the end of this statement plus the interval in the same statement, as
--- does paced_until of every shard of the domain. Every later claim's now()
--- is past it, so no two task starts of a domain are closer than its
--- interval.
-WITH candidate AS (
-    -- LIMIT 1 over the two branches runs the unpaced one only when the
-    -- paced one found nothing. In each, the shards come from a subquery
-    -- that reads job_shards alone in index order and is fenced (OFFSET 0),
-    -- so that the probes above it run one shard at a time in that order
-    -- until one passes, whatever the statistics say: a plan that probed
-    -- before sorting would probe, and take the advisory locks of, every
-    -- shard. With nothing else at its level, the subquery is planned for
-    -- the few rows the LIMIT needs, which an index scan gives at once.
-    -- Probes are correlated scalar subqueries: an index probe per shard.
-    -- Nothing is locked here but advisory locks (released at commit); the
-    -- shard row is locked below.
-    SELECT * FROM (
-        -- A CASE, evaluated in order whatever the costs say: the domain's
-        -- pace first (a shard whose domain another claim moved costs one
-        -- probe), then the shard's advisory lock (a shard another claimer
-        -- is working on is passed over for an in-memory lock attempt;
-        -- exactness does not rest on it), room, the job's status, the
-        -- domain's advisory lock (a domain another claimer is taking a
-        -- task of is passed over like a locked shard), then the tasks
-        -- probe. releases is read without a lock: it only grows, so a
-        -- stale value can only make this claim take less, never exceed
-        -- the capacity.
-        SELECT s.job_id, s.shard, s.paced_domain_id,
-               (SELECT r.releases FROM job_tallies r WHERE r.job_id = s.job_id AND r.shard = s.shard) AS releases
-        FROM (
-            SELECT s.job_id, s.shard, s.capacity, s.claims, s.paced_domain_id
-            FROM job_shards s
-            WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
-              AND s.paced_domain_id > 0
-              AND s.paced_until <= coalesce(sqlc.narg('now')::timestamptz, now())
-            ORDER BY s.paced_until
-            OFFSET 0
-        ) s
-        WHERE CASE WHEN (SELECT p.next_allowed_at <= coalesce(sqlc.narg('now')::timestamptz, now())
-                         FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
-                        AND pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
-                        AND s.claims - (SELECT r.releases FROM job_tallies r
-                                        WHERE r.job_id = s.job_id AND r.shard = s.shard) < s.capacity
-                        AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-                        AND pg_try_advisory_xact_lock(1885430629, s.paced_domain_id)
-                   THEN (
-                       SELECT true
-                       FROM tasks t
-                       WHERE t.job_id = s.job_id COLLATE "C"
-                         AND t.shard = s.shard
-                         AND t.status = 'pending'
-                         AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
-                       ORDER BY t.priority_score DESC, t.created_at
-                       LIMIT 1
-                   )
-                   ELSE false END
-        LIMIT 1
-    ) paced_shard
-    UNION ALL
-    SELECT * FROM (
-        SELECT s.job_id, s.shard, s.paced_domain_id,
-               (SELECT r.releases FROM job_tallies r WHERE r.job_id = s.job_id AND r.shard = s.shard) AS releases
-        FROM (
-            -- idx_job_shards_unpaced: "C", so no other index gives this
-            -- order.
-            SELECT s.job_id, s.shard, s.capacity, s.claims, s.paced_domain_id
-            FROM job_shards s
-            WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
-              AND s.paced_domain_id IS NULL
-            ORDER BY s.job_id COLLATE "C", s.shard
-            OFFSET 0
-        ) s
-        WHERE CASE WHEN pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
-                        AND s.claims - (SELECT r.releases FROM job_tallies r
-                                        WHERE r.job_id = s.job_id AND r.shard = s.shard) < s.capacity
-                        AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-                   THEN (
-                       SELECT true
-                       FROM tasks t
-                       WHERE t.job_id = s.job_id COLLATE "C"
-                         AND t.shard = s.shard
-                         AND t.status = 'pending'
-                         AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
-                       ORDER BY t.priority_score DESC, t.created_at
-                       LIMIT 1
-                   )
-                   ELSE false END
-        LIMIT 1
-    ) unpaced_shard
-    LIMIT 1
-),
--- The candidate's row, locked (job_shards_pkey). FOR NO KEY UPDATE
--- re-checks the room on the newest row version, so claims - releases <=
--- capacity holds whoever claimed from it since this statement's snapshot.
--- SKIP LOCKED: a row another statement holds (rare: the candidate's
--- advisory lock keeps other claimers off it) makes this claim take
--- nothing, and the caller tries again.
-shard AS (
-    SELECT s.job_id, s.shard, s.capacity - (s.claims - (SELECT candidate.releases FROM candidate)) AS free,
-           s.paced_domain_id
+-- its domain (paced_domain_id), and only for those is domain_paces probed,
+-- so unpaced jobs pay one column test. A paced shard is taken only when its
+-- domain's next_allowed_at has come and no other claimer holds the domain
+-- (advisory lock, then the pace row FOR NO KEY UPDATE SKIP LOCKED, which
+-- re-checks next_allowed_at on the newest version); at most one task is
+-- taken, and next_allowed_at moves to the end of this statement plus the
+-- interval in the same statement. Every later claim's now() is past it, so
+-- no two task starts of a domain are closer than its interval.
+WITH shard AS (
+    -- Correlated scalar subqueries: an index probe per shard whatever the
+    -- statistics say.
+    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free, s.paced_domain_id
     FROM job_shards s
-    WHERE s.job_id = (SELECT candidate.job_id FROM candidate)
-      AND s.shard = (SELECT candidate.shard FROM candidate)
-      AND s.claims - (SELECT candidate.releases FROM candidate) < s.capacity
+    -- Read without a lock: releases only grow, so a stale value can only
+    -- make this claim take less, never exceed the capacity.
+    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+    -- A shard another claimer is working on is passed over for the cost of
+    -- an in-memory lock attempt (no WAL), before the probes below run: the
+    -- planner orders quals by cost. Released at commit. Exactness does not
+    -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
+    -- A paced shard whose last claim set a next start still to come
+    -- (paced_until, a lower bound of the domain's) is passed over first, for
+    -- one column test: no lock, no probe.
+    WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR s.paced_until <= coalesce(sqlc.narg('now')::timestamptz, now())
+               THEN pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
+               ELSE false END
+      AND s.claims - r.releases < s.capacity
+      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+      -- A CASE, evaluated in order whatever the costs say: a paced shard's
+      -- pace first (a domain not due costs no tasks probe), then the
+      -- domain's advisory lock (a domain another claimer is taking a task
+      -- of is passed over like a locked shard), then the tasks probe.
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR ((SELECT p.next_allowed_at <= coalesce(sqlc.narg('now')::timestamptz, now())
+                         FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
+                        AND pg_try_advisory_xact_lock(1885430629, s.paced_domain_id))
+               THEN (
+                   SELECT true
+                   FROM tasks t
+                   WHERE t.job_id = s.job_id COLLATE "C"
+                     AND t.shard = s.shard
+                     AND t.status = 'pending'
+                     AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
+                   ORDER BY t.priority_score DESC, t.created_at
+                   LIMIT 1
+               )
+               ELSE false END
+    LIMIT 1
     FOR NO KEY UPDATE OF s SKIP LOCKED
 ),
 -- The paced shard's pace row, locked; read only for a paced shard. The
@@ -181,13 +118,13 @@ paced AS (
     UPDATE domain_paces p
     SET next_allowed_at = coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())
                           + p.interval_ms * interval '1 millisecond'
-    -- Scalar subqueries, not a join: a key probe whatever the statistics.
-    WHERE p.domain_id = (SELECT shard.paced_domain_id FROM shard)
+    FROM shard
+    WHERE p.domain_id = shard.paced_domain_id
       AND EXISTS (SELECT 1 FROM claimed)
     -- paced_after_us: how long after this statement reached the server its
     -- pace was stamped (a duration on the server's clock), so the worker
     -- can bound when the pace's reference time was on its own clock.
-    RETURNING p.domain_id, p.next_allowed_at, p.interval_ms,
+    RETURNING p.domain_id, p.next_allowed_at,
               (extract(epoch FROM p.next_allowed_at - p.interval_ms * interval '1 millisecond'
                                   - statement_timestamp()) * 1000000)::bigint AS paced_after_us
 ),
@@ -197,30 +134,8 @@ occupied AS (
     UPDATE job_shards s
     SET claims = s.claims + (SELECT count(*) FROM claimed),
         paced_until = coalesce((SELECT paced.next_allowed_at FROM paced), s.paced_until)
-    WHERE s.job_id = (SELECT shard.job_id FROM shard) AND s.shard = (SELECT shard.shard FROM shard)
-    RETURNING s.job_id
-),
--- The domain's other shards (of this job and of its other jobs) learn the
--- next start too, so that they leave the due range instead of costing every
--- claim a pace probe until it comes (idx_job_shards_paced_domain). Only when
--- it moved ahead (an interval of 0 keeps the domain due anyway). SKIP
--- LOCKED: a shard another transaction holds keeps its older paced_until, a
--- lower bound still.
-siblings AS (
-    SELECT s.job_id, s.shard
-    FROM job_shards s
-    WHERE s.paced_domain_id = (SELECT paced.domain_id FROM paced WHERE paced.interval_ms > 0)
-      AND s.paced_until < (SELECT paced.next_allowed_at FROM paced)
-      AND (s.job_id, s.shard) <> (SELECT shard.job_id, shard.shard FROM shard)
-    FOR NO KEY UPDATE OF s SKIP LOCKED
-),
-refreshed AS (
-    UPDATE job_shards s
-    SET paced_until = (SELECT paced.next_allowed_at FROM paced)
-    -- The domain's shards (an index probe whatever the statistics), those
-    -- locked: an array, not a join, which the planner could turn around.
-    WHERE s.paced_domain_id = (SELECT paced.domain_id FROM paced)
-      AND s.job_id || '/' || s.shard = ANY (ARRAY(SELECT x.job_id || '/' || x.shard FROM siblings x))
+    FROM shard
+    WHERE s.job_id = shard.job_id AND s.shard = shard.shard
     RETURNING s.job_id
 )
 SELECT
@@ -245,26 +160,20 @@ ORDER BY claimed.priority_score DESC, claimed.created_at;
 -- name: TaskClaimableExists :one
 -- Whether a claim could find work right now: used when a claim returned
 -- nothing only because every free shard was locked by another claimer at that
--- instant; job_id as in TaskClaim. Reads the shards TaskClaim reads, through
--- idx_job_shards_paced_until and idx_job_shards_unpaced, then
--- domain_paces_pkey for paced shards and idx_tasks_claim; locks nothing.
-SELECT coalesce((
-    -- Fenced and in order, as in TaskClaim.
-    SELECT true
-    FROM (
-        SELECT s.job_id, s.shard, s.capacity, s.claims, s.paced_domain_id
-        FROM job_shards s
-        WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
-          AND s.paced_domain_id > 0
-          AND s.paced_until <= coalesce(sqlc.narg('now')::timestamptz, now())
-        ORDER BY s.paced_until
-        OFFSET 0
-    ) s
-    WHERE CASE WHEN (SELECT p.next_allowed_at <= coalesce(sqlc.narg('now')::timestamptz, now())
-                     FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
-                    AND s.claims - (SELECT r.releases FROM job_tallies r
-                                    WHERE r.job_id = s.job_id AND r.shard = s.shard) < s.capacity
-                    AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+-- instant; job_id as in TaskClaim. Reads job_shards_pkey and
+-- idx_tasks_claim, and domain_paces_pkey for paced shards; locks nothing.
+SELECT EXISTS (
+    SELECT 1
+    FROM job_shards s
+    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+    WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
+      AND s.claims - r.releases < s.capacity
+      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+      -- In order, as in TaskClaim: a paced domain not due costs no probe.
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR (s.paced_until <= coalesce(sqlc.narg('now')::timestamptz, now())
+                        AND (SELECT p.next_allowed_at <= coalesce(sqlc.narg('now')::timestamptz, now())
+                             FROM domain_paces p WHERE p.domain_id = s.paced_domain_id))
                THEN (
                    SELECT true
                    FROM tasks t
@@ -276,33 +185,7 @@ SELECT coalesce((
                    LIMIT 1
                )
                ELSE false END
-    LIMIT 1
-), (
-    SELECT true
-    FROM (
-        SELECT s.job_id, s.shard, s.capacity, s.claims
-        FROM job_shards s
-        WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
-          AND s.paced_domain_id IS NULL
-        ORDER BY s.job_id COLLATE "C", s.shard
-        OFFSET 0
-    ) s
-    WHERE CASE WHEN s.claims - (SELECT r.releases FROM job_tallies r
-                                WHERE r.job_id = s.job_id AND r.shard = s.shard) < s.capacity
-                    AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-               THEN (
-                   SELECT true
-                   FROM tasks t
-                   WHERE t.job_id = s.job_id COLLATE "C"
-                     AND t.shard = s.shard
-                     AND t.status = 'pending'
-                     AND t.run_after <= coalesce(sqlc.narg('now')::timestamptz, now())
-                   ORDER BY t.priority_score DESC, t.created_at
-                   LIMIT 1
-               )
-               ELSE false END
-    LIMIT 1
-), false)::boolean AS claimable;
+) AS claimable;
 
 -- name: TaskPacedNext :one
 -- How long until the next task of a paced domain may start (milliseconds,
@@ -310,51 +193,30 @@ SELECT coalesce((
 -- their pace; -1 when none does. The worker pool sleeps that long (or until
 -- a notification) when a claim found nothing, instead of polling. A
 -- duration, not a time, so that the worker's clock does not matter. job_id
--- as in TaskClaim. Locks nothing.
---
--- Read through idx_job_shards_paced_until in paced_until order, fenced as
--- in TaskClaim, then domain_paces_pkey and idx_tasks_claim per shard: the
--- next start of the first shard that waits for its domain. paced_until is
--- its domain's next start (every paced claim moves all the domain's
--- shards), so the first is the soonest. A shard whose domain was moved
--- otherwise (a learned back-off) has an older paced_until and can come
--- first with a later start: then the wait ends later than the soonest
--- start (a claim, a finish or a notification wakes the pool sooner), never
--- sooner. Reading more than one row lets the planner sort the whole range
--- first when the statistics are off.
-SELECT coalesce(ceil(extract(epoch FROM min(s.next_allowed_at)
+-- as in TaskClaim. Reads job_shards, domain_paces_pkey and idx_tasks_claim,
+-- as TaskClaimableExists; locks nothing.
+SELECT coalesce(ceil(extract(epoch FROM min(p.next_allowed_at)
                              - coalesce(sqlc.narg('now')::timestamptz, now())) * 1000), -1)::bigint AS wait_ms
-FROM (
-    SELECT s.next_allowed_at
-    FROM (
-        SELECT s.*, (SELECT p.next_allowed_at FROM domain_paces p WHERE p.domain_id = s.paced_domain_id) AS next_allowed_at
-        FROM (
-            SELECT s.job_id, s.shard, s.capacity, s.claims, s.paced_domain_id
-            FROM job_shards s
-            WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
-              AND s.paced_domain_id > 0
-            ORDER BY s.paced_until
-            OFFSET 0
-        ) s
-        OFFSET 0
-    ) s
-    WHERE CASE WHEN s.next_allowed_at > coalesce(sqlc.narg('now')::timestamptz, now())
-                    AND s.claims - (SELECT r.releases FROM job_tallies r
-                                    WHERE r.job_id = s.job_id AND r.shard = s.shard) < s.capacity
-                    AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-               THEN (
-                   SELECT true
-                   FROM tasks t
-                   WHERE t.job_id = s.job_id COLLATE "C"
-                     AND t.shard = s.shard
-                     AND t.status = 'pending'
-                     AND t.run_after <= s.next_allowed_at
-                   ORDER BY t.priority_score DESC, t.created_at
-                   LIMIT 1
-               )
-               ELSE false END
-    LIMIT 1
-) s;
+FROM job_shards s
+JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
+CROSS JOIN LATERAL (
+    SELECT p.next_allowed_at FROM domain_paces p WHERE p.domain_id = s.paced_domain_id
+) p
+WHERE (sqlc.narg('job_id')::text IS NULL OR s.job_id = sqlc.narg('job_id')::text)
+  AND s.paced_domain_id IS NOT NULL
+  AND p.next_allowed_at > coalesce(sqlc.narg('now')::timestamptz, now())
+  AND s.claims - r.releases < s.capacity
+  AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
+  AND (
+      SELECT true
+      FROM tasks t
+      WHERE t.job_id = s.job_id COLLATE "C"
+        AND t.shard = s.shard
+        AND t.status = 'pending'
+        AND t.run_after <= p.next_allowed_at
+      ORDER BY t.priority_score DESC, t.created_at
+      LIMIT 1
+  );
 
 -- name: TaskFinishMany :many
 -- Records the outcome of many claimed tasks, of any workers, in one
