@@ -512,38 +512,17 @@ func (p *Pool) armPace(ctx context.Context) (until time.Duration, ok bool) {
 // Queue.PrepareLinks to create their pages: those statements run beside the
 // completer's transaction, which then writes only the links' tasks.
 func (p *Pool) link() {
-	var batch []outcome
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		select {
-		case o, ok := <-p.outcomes:
-			if !ok {
-				p.prepareLinks(batch)
-				return
-			}
-			if n := len(o.Result.Links); n > 0 && !o.release {
-				o.Result.Links = p.seen.unseen(o.Task.JobID, o.Result.Links)
-				p.stats.foundLinks(n, n-len(o.Result.Links))
-			}
-			if o.release || len(o.Result.Links) == 0 || o.Result.Err != nil || o.Result.Skip {
-				p.finishing <- o
-				continue
-			}
-			if len(batch) == 0 {
-				timer.Reset(p.cfg.CompletionDelay)
-			}
-			batch = append(batch, o)
-			if len(batch) >= p.cfg.CompletionBatch {
-				timer.Stop()
-				p.prepareLinks(batch)
-				batch = batch[:0]
-			}
-		case <-timer.C:
-			p.prepareLinks(batch)
-			batch = batch[:0]
+	p.gather(p.outcomes, func(o *outcome) bool {
+		if n := len(o.Result.Links); n > 0 && !o.release {
+			o.Result.Links = p.seen.unseen(o.Task.JobID, o.Result.Links)
+			p.stats.foundLinks(n, n-len(o.Result.Links))
 		}
-	}
+		if o.release || len(o.Result.Links) == 0 || o.Result.Err != nil || o.Result.Skip {
+			p.finishing <- *o
+			return false
+		}
+		return true
+	}, p.prepareLinks)
 }
 
 // prepareLinks creates the pages of a batch's links and passes the batch
@@ -571,15 +550,26 @@ func (p *Pool) prepareLinks(batch []outcome) {
 // complete writes outcomes in batches until the finishing channel closes,
 // then writes what is left.
 func (p *Pool) complete() {
+	p.gather(p.finishing, func(*outcome) bool { return true }, p.flush)
+}
+
+// gather reads outcomes from in until it closes and hands them to flush in
+// batches of at most CompletionBatch, none waiting longer than
+// CompletionDelay, then flushes what is left. An outcome for which keep
+// returns false joins no batch: keep has dealt with it.
+func (p *Pool) gather(in <-chan outcome, keep func(*outcome) bool, flush func([]outcome)) {
 	var batch []outcome
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
 		select {
-		case o, ok := <-p.finishing:
+		case o, ok := <-in:
 			if !ok {
-				p.flush(batch)
+				flush(batch)
 				return
+			}
+			if !keep(&o) {
+				continue
 			}
 			if len(batch) == 0 {
 				timer.Reset(p.cfg.CompletionDelay)
@@ -587,11 +577,11 @@ func (p *Pool) complete() {
 			batch = append(batch, o)
 			if len(batch) >= p.cfg.CompletionBatch {
 				timer.Stop()
-				p.flush(batch)
+				flush(batch)
 				batch = batch[:0]
 			}
 		case <-timer.C:
-			p.flush(batch)
+			flush(batch)
 			batch = batch[:0]
 		}
 	}
