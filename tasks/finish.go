@@ -396,35 +396,11 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 			completed[r.ID] = true
 		}
 	}
-	perJob := map[string][]Page{}
-	ids := map[string]map[string]int32{}
-	seen := map[string]map[string]bool{}
-	for _, o := range outcomes {
-		if !completed[o.Task.ID] || len(o.Result.Links) == 0 {
-			continue
-		}
-		rep.Linked = append(rep.Linked, o.Task.ID)
-		job := o.Task.JobID
-		if seen[job] == nil {
-			seen[job] = map[string]bool{}
-			ids[job] = map[string]int32{}
-		}
-		for _, l := range o.Result.Links {
-			if checkPage("link", l) != nil {
-				rep.LinksInvalid++
-				continue
-			}
-			if seen[job][l.Path] {
-				rep.Links.Duplicates++
-				continue
-			}
-			seen[job][l.Path] = true
-			perJob[job] = append(perJob[job], l)
-			if id, ok := o.linkPages[l.Path]; ok {
-				ids[job][l.Path] = id
-			}
-		}
-	}
+	links := linksByJob(outcomes, func(o Outcome) bool { return completed[o.Task.ID] })
+	rep.Linked = append(rep.Linked, links.linked...)
+	rep.LinksInvalid += links.invalid
+	rep.Links.Duplicates += links.repeated
+	perJob, ids := links.pages, links.ids
 	for _, job := range slices.Sorted(maps.Keys(perJob)) {
 		// One statement per job, so the page each link was found on is not
 		// recorded, only that it was found as a link.
@@ -443,6 +419,49 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 	return nil
 }
 
+// jobLinks are the links of some outcomes, per job: each storable path
+// once, in the order found, with the page ids PrepareLinks recorded.
+type jobLinks struct {
+	pages map[string][]Page
+	ids   map[string]map[string]int32
+	// linked: the outcomes with links; invalid: links not a path Enqueue
+	// takes; repeated: paths already found in the same job.
+	linked            []string
+	invalid, repeated int
+}
+
+// linksByJob gathers the links of the outcomes take says are enqueued.
+func linksByJob(outcomes []Outcome, take func(Outcome) bool) jobLinks {
+	out := jobLinks{pages: map[string][]Page{}, ids: map[string]map[string]int32{}}
+	seen := map[string]map[string]bool{}
+	for _, o := range outcomes {
+		if len(o.Result.Links) == 0 || !take(o) {
+			continue
+		}
+		out.linked = append(out.linked, o.Task.ID)
+		job := o.Task.JobID
+		if seen[job] == nil {
+			seen[job] = map[string]bool{}
+			out.ids[job] = map[string]int32{}
+		}
+		for _, l := range o.Result.Links {
+			switch {
+			case checkPage("link", l) != nil:
+				out.invalid++
+			case seen[job][l.Path]:
+				out.repeated++
+			default:
+				seen[job][l.Path] = true
+				out.pages[job] = append(out.pages[job], l)
+				if id, ok := o.linkPages[l.Path]; ok {
+					out.ids[job][l.Path] = id
+				}
+			}
+		}
+	}
+	return out
+}
+
 // PrepareLinks creates the pages of the links that the outcomes would
 // enqueue (see TaskResult.Links) and records their ids in the outcomes, so
 // that Finish then writes only the links' tasks. The worker pool calls it
@@ -452,24 +471,7 @@ func (q *Queue) enqueueLinks(ctx context.Context, db gen.DBTX, outcomes []Outcom
 // harmless, and Finish creates the pages this did not. Invalid links are
 // left for Finish to count.
 func (q *Queue) PrepareLinks(ctx context.Context, outcomes []Outcome) error {
-	perJob := map[string][]string{}
-	seen := map[string]map[string]bool{}
-	for _, o := range outcomes {
-		if o.Result.Err != nil || o.Result.Skip {
-			continue
-		}
-		job := o.Task.JobID
-		for _, l := range o.Result.Links {
-			if checkPage("link", l) != nil || seen[job][l.Path] {
-				continue
-			}
-			if seen[job] == nil {
-				seen[job] = map[string]bool{}
-			}
-			seen[job][l.Path] = true
-			perJob[job] = append(perJob[job], l.Path)
-		}
-	}
+	perJob := linksByJob(outcomes, func(o Outcome) bool { return o.Result.Err == nil && !o.Result.Skip }).pages
 	if len(perJob) == 0 {
 		return nil
 	}
@@ -478,7 +480,11 @@ func (q *Queue) PrepareLinks(ctx context.Context, outcomes []Outcome) error {
 		// Jobs in id order, paths in path order (PageUpsertMany): two
 		// processes creating the same pages cannot deadlock.
 		for _, job := range slices.Sorted(maps.Keys(perJob)) {
-			m, err := q.pageIDs(ctx, db, job, perJob[job])
+			paths := make([]string, len(perJob[job]))
+			for i, l := range perJob[job] {
+				paths[i] = l.Path
+			}
+			m, err := q.pageIDs(ctx, db, job, paths)
 			if err != nil {
 				return fmt.Errorf("job %s: %w", job, err)
 			}
