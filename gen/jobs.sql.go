@@ -725,10 +725,7 @@ input AS (
 ),
 known AS (
     SELECT i.path, i.priority, i.ord, i.page_id,
-           CASE WHEN (SELECT s.quota FROM slot s) < (SELECT count(*) FROM input)
-                     AND NOT (SELECT e.spent FROM exhausted e)
-                THEN EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = i.page_id)
-                ELSE false END AS queued
+           EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = i.page_id) AS queued
     FROM input i
     JOIN job ON job.status IN ('pending', 'running', 'paused', 'completed')
 ),
@@ -800,15 +797,13 @@ SELECT
     job.status AS job_status,
     a.pending,
     a.skipped,
-    -- Known before the insert, or dropped by it.
-    ((SELECT count(*) FROM known WHERE queued)
-     + (SELECT count(*) FROM placed WHERE status IS NOT NULL) - a.pending - a.skipped)::integer AS duplicates,
-    -- Sent, not known to the job, and not placed (no free slot with quota).
+    (SELECT count(*) FROM known WHERE queued)::integer AS duplicates,
+    -- Sent, new to the job, and not inserted by this statement.
     coalesce((
         SELECT array_agg(k.path ORDER BY k.ord)
         FROM known k
         WHERE NOT k.queued
-          AND k.page_id NOT IN (SELECT p.page_id FROM placed p WHERE p.status IS NOT NULL)
+          AND k.page_id NOT IN (SELECT page_id FROM inserted)
     ), '{}')::text[] AS deferred,
     (SELECT count(*) FROM notified) > 0 AS notified,
     -- A completed job's slots are retired: JobAdmissionsOpen gives it new ones.
@@ -840,24 +835,18 @@ type TaskEnqueueRow struct {
 // Adds a batch of pages (their ids from PageUpsertMany, with their paths) to
 // a job as tasks, in one statement, without locking or writing the jobs row
 // (but to start or reopen the job). Pages the job already has are dropped
-// (tasks_job_id_page_id_key; see known). The statement locks one of the
-// job's admission slots with SKIP LOCKED, one with quota left if it can: new
-// pages up to the slot's quota become pending tasks, dealt round-robin over
-// the job's shards in priority order; when no slot of the job has quota
-// left, they are recorded as skipped. What it could not place (no free slot
-// with quota at that instant) comes back as deferred, for the caller to
-// send again. A page another enqueue is inserting waits for it: dropped if
-// it commits, inserted if it rolls back. Inserts go in page order, so
+// (read through tasks_job_id_page_id_key before any write). The statement locks one of the job's admission slots with SKIP
+// LOCKED, one with quota left if it can: new pages up to the slot's quota
+// become pending tasks, dealt round-robin over the job's shards in priority
+// order; when no slot of the job has quota left, they are recorded as
+// skipped. What it could not place (no free slot with quota at that
+// instant, or a concurrent enqueue inserting the same page) comes back as
+// deferred, for the caller to send again. Inserts go in page order, so
 // overlapping enqueues cannot deadlock. A pending job starts running; a
 // completed one is reopened (jobs_sync_shards gives it shards again).
 // Notifies idle workers when it adds pending tasks.
-// Pages the job already has are dropped by the insert's ON CONFLICT, whose
-// probe of tasks_job_id_page_id_key no statistics can reroute (a conflict
-// waits for the row's inserter, so a page dropped so is queued for good). Only
-// when the slot's quota cannot take every page sent must they be known
-// before the ranking, so that they take no place in it: then each is probed
-// (an EXISTS, which the planner may hash over the job's tasks; a scalar LIMIT
-// 1 subquery's generic plan did not probe the index).
+// One tasks_job_id_page_id_key probe per input row (an EXISTS, not a scalar
+// LIMIT 1 subquery, whose generic plan did not probe the index).
 // Delivered at commit; one notification per batch, not per task.
 // counted and started run to completion though nothing reads them.
 func (q *Queries) TaskEnqueue(ctx context.Context, db DBTX, arg TaskEnqueueParams) (TaskEnqueueRow, error) {
