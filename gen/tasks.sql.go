@@ -98,8 +98,11 @@ claimed AS (
 ),
 paced AS (
     UPDATE domain_paces p
+    -- Plus pace_slack_ms, how much later than the stamp the claimer's
+    -- request may go out (its claims' round trip), so that the next start
+    -- leaves the interval after that request, not after the stamp.
     SET next_allowed_at = coalesce($2::timestamptz, clock_timestamp())
-                          + p.interval_ms * interval '1 millisecond'
+                          + (p.interval_ms + $6::bigint) * interval '1 millisecond'
     FROM shard
     WHERE p.domain_id = shard.paced_domain_id
       AND EXISTS (SELECT 1 FROM claimed)
@@ -107,7 +110,8 @@ paced AS (
     -- pace was stamped (a duration on the server's clock), so the worker
     -- can bound when the pace's reference time was on its own clock.
     RETURNING p.domain_id, p.next_allowed_at,
-              (extract(epoch FROM p.next_allowed_at - p.interval_ms * interval '1 millisecond'
+              (extract(epoch FROM p.next_allowed_at
+                                  - (p.interval_ms + $6::bigint) * interval '1 millisecond'
                                   - statement_timestamp()) * 1000000)::bigint AS paced_after_us
 ),
 occupied AS (
@@ -139,11 +143,12 @@ ORDER BY claimed.priority_score DESC, claimed.created_at
 `
 
 type TaskClaimParams struct {
-	JobID    *string
-	Now      *time.Time
-	MaxTasks int32
-	WorkerID string
-	LeaseMs  int64
+	JobID       *string
+	Now         *time.Time
+	MaxTasks    int32
+	WorkerID    string
+	LeaseMs     int64
+	PaceSlackMs int64
 }
 
 type TaskClaimRow struct {
@@ -203,6 +208,7 @@ func (q *Queries) TaskClaim(ctx context.Context, db DBTX, arg TaskClaimParams) (
 		arg.MaxTasks,
 		arg.WorkerID,
 		arg.LeaseMs,
+		arg.PaceSlackMs,
 	)
 	if err != nil {
 		return nil, err

@@ -208,7 +208,7 @@ type rawTask struct {
 }
 
 func (r rawQueue) claimTasks(ctx context.Context, worker string, n int) ([]rawTask, error) {
-	rows, err := r.pool.Query(ctx, r.claim, nil, nil, int32(n), worker, int64(60000)) // any job, the server's clock
+	rows, err := r.pool.Query(ctx, r.claim, nil, nil, int32(n), worker, int64(60000), int64(0)) // any job, the server's clock, no pace slack
 	if err != nil {
 		return nil, err
 	}

@@ -32,10 +32,12 @@ type Task struct {
 	// Its result feeds the pace (see TaskResult.BackOff).
 	Paced bool
 	// StartBy, for a paced task, is the latest time (this process's clock)
-	// at which its request may still go out: PaceStartBudget after the
-	// earliest the pace's reference time can have been here (the claim
-	// statement's sending, plus how long the server took from receiving it
-	// to stamping the pace), so a request sent by then keeps the site's gap
+	// at which its request may still go out: PaceStartBudget, plus the
+	// slack the claim held the domain's next start back by (its queue's
+	// average claim duration), after the earliest the pace's reference time
+	// can have been here (the claim statement's sending, plus how long the
+	// server took from receiving it to stamping the pace), so a request sent
+	// by then keeps the site's gap
 	// within Config.PaceStartBudget of the interval, whatever the
 	// database's clock says. A handler that cannot start by
 	// then returns ErrPaceMissed and the worker pool hands the task back.
@@ -95,13 +97,22 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 	var out []Task
 	err := q.run(ctx, func(db gen.DBTX) error {
 		for attempt := 0; ; attempt++ {
+			// A paced claim holds its domain's next start back by this much
+			// more than the interval, and its request may go out that much
+			// later: the time a claim's rows take to come back and a worker
+			// to start would otherwise count against PaceStartBudget, and a
+			// claimer whose round trip exceeds it (a distant database, a
+			// loaded machine) would hand back every paced task it claims.
+			slack := q.paceSlack()
 			sent := time.Now()
 			rows, err := q.q.TaskClaim(ctx, db, gen.TaskClaimParams{
 				JobID: job, Now: q.now(), MaxTasks: int32(n), WorkerID: workerID, LeaseMs: q.cfg.Lease.Milliseconds(),
+				PaceSlackMs: slack.Milliseconds(),
 			})
 			if err != nil {
 				return fmt.Errorf("claim %d tasks for %s: %w", n, workerID, err)
 			}
+			q.claimTook(time.Since(sent))
 			if len(rows) > 0 || attempt == q.cfg.ClaimRetries {
 				out = tasksFromRows(rows, workerID)
 				for i, r := range rows {
@@ -113,7 +124,7 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 						// by what elapsed here, for a test clock's stamps.
 						after := time.Duration(r.PacedAfterUs) * time.Microsecond
 						after = max(0, min(after, time.Since(sent)))
-						out[i].StartBy = sent.Add(after + q.cfg.PaceStartBudget)
+						out[i].StartBy = sent.Add(after + q.cfg.PaceStartBudget + slack.Truncate(time.Millisecond))
 					}
 				}
 				return nil
@@ -169,4 +180,24 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// maxPaceSlack bounds the pace slack: a claim that takes longer is a fault,
+// not a round trip to plan for.
+const maxPaceSlack = time.Second
+
+// claimTook folds a claim statement's duration into the moving average.
+func (q *Queue) claimTook(d time.Duration) {
+	old := q.claimTrip.Load()
+	q.claimTrip.Store(old + (int64(d)-old)/8)
+}
+
+// paceSlack is how much later than its stamp a paced claim's request may
+// go out: the average claim's duration, at most maxPaceSlack. None under a
+// test clock (Config.Now), whose time moves only when told to.
+func (q *Queue) paceSlack() time.Duration {
+	if q.cfg.Now != nil {
+		return 0
+	}
+	return min(time.Duration(q.claimTrip.Load()), maxPaceSlack)
 }

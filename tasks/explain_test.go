@@ -437,12 +437,12 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		knownLimitIn string
 	}{
 		// A claim probes at most every shard once, then takes its batch.
-		{"TaskClaim", []any{anyJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
-		{"TaskClaim", []any{anyJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
+		{"TaskClaim", []any{anyJob, &now, int32(1), "w", int64(60000), int64(0)}, "idx_tasks_claim", 32 + 1, false, ""},
+		{"TaskClaim", []any{anyJob, &now, int32(500), "w", int64(60000), int64(0)}, "idx_tasks_claim", 32 + 500, false, ""},
 		{"TaskClaimableExists", []any{anyJob, &now}, "idx_tasks_claim", 32, false, ""},
 		// The application's GetNextTask(ctx, jobID): one job's shards only.
-		{"TaskClaim", []any{liveJob, &now, int32(1), "w", int64(60000)}, "idx_tasks_claim", 32 + 1, false, ""},
-		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000)}, "idx_tasks_claim", 32 + 500, false, ""},
+		{"TaskClaim", []any{liveJob, &now, int32(1), "w", int64(60000), int64(0)}, "idx_tasks_claim", 32 + 1, false, ""},
+		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000), int64(0)}, "idx_tasks_claim", 32 + 500, false, ""},
 		{"TaskClaimableExists", []any{liveJob, &now}, "idx_tasks_claim", 32, false, ""},
 		{"TaskFinishMany", finishArgs(one, one, []int32{1}, &now), "tasks_pkey", 1, false, emptyStats},
 		{"TaskExtendLease", []any{&now, int64(60000), one, one, []int32{1}}, "tasks_pkey", 1, false, emptyStats},
@@ -469,9 +469,9 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		knownLimitIn  string
 	}
 	pacedCases := []explainCase{
-		{"TaskClaim", []any{anyJob, &now, int32(1), "w", int64(60000)}, "domain_paces_pkey", 32 + 1, false, ""},
-		{"TaskClaim", []any{anyJob, &now, int32(500), "w", int64(60000)}, "domain_paces_pkey", 32 + 500, false, ""},
-		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000)}, "domain_paces_pkey", 32 + 500, false, ""},
+		{"TaskClaim", []any{anyJob, &now, int32(1), "w", int64(60000), int64(0)}, "domain_paces_pkey", 32 + 1, false, ""},
+		{"TaskClaim", []any{anyJob, &now, int32(500), "w", int64(60000), int64(0)}, "domain_paces_pkey", 32 + 500, false, ""},
+		{"TaskClaim", []any{liveJob, &now, int32(500), "w", int64(60000), int64(0)}, "domain_paces_pkey", 32 + 500, false, ""},
 		// With no domain due, a plan that materialises job_shards probes
 		// every shard once (6 jobs of 32 here) before it can answer.
 		{"TaskClaimableExists", []any{anyJob, &now}, "domain_paces_pkey", 6 * 32, false, ""},
@@ -639,7 +639,7 @@ func batchStatementsScaleLinearly(t *testing.T, analyze string) {
 		// rows is how many rows the statement returns; 0: n.
 		rows float64
 	}{
-		{"TaskClaim", []any{anyJob, &now, int32(n), "w2", int64(60000)}, 0},
+		{"TaskClaim", []any{anyJob, &now, int32(n), "w2", int64(60000), int64(0)}, 0},
 		{"TaskFinishMany", finishArgs(ids, workers, attempts, &now), 0},
 		{"TaskReleaseMany", []any{ids, workers, attempts, &now}, 0},
 		{"TaskExtendLease", []any{&now, int64(60000), ids, workers, attempts}, 0},
@@ -741,7 +741,7 @@ func checkTallyPlans(t *testing.T, pool *pgxpool.Pool) {
 				var ids, workers []string
 				var attempts []int32
 				for range 2 {
-					rows, err := tx.Query(ctx, gensql.MustQuery("TaskClaim"), anyJob, &now, int32(10), "w", int64(60000))
+					rows, err := tx.Query(ctx, gensql.MustQuery("TaskClaim"), anyJob, &now, int32(10), "w", int64(60000), int64(0))
 					if err != nil {
 						return err
 					}

@@ -13,6 +13,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -187,6 +188,9 @@ type Queue struct {
 	pool *pgxpool.Pool
 	q    *gen.Queries
 	cfg  Config
+	// claimTrip: a moving average of how long a claim statement takes, from
+	// sending to its rows (nanoseconds); the pace slack a paced claim asks for.
+	claimTrip atomic.Int64
 }
 
 // New returns a queue using pool.

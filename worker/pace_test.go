@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/blue-banded-bee/taskq/crawl"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
 	"github.com/blue-banded-bee/taskq/tasks"
@@ -347,4 +350,54 @@ func TestIdlePoolWaitsForThePace(t *testing.T) {
 		t.Errorf("second task started %v after the first, before the interval %v", gap, interval)
 	}
 	_ = job
+}
+
+// slowReturns delays every statement's result by delay, as a distant
+// database (or a loaded machine) does.
+type slowReturns struct{ delay time.Duration }
+
+func (s slowReturns) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	return ctx
+}
+
+func (s slowReturns) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {
+	time.Sleep(s.delay)
+}
+
+// A claim whose rows take longer to come back than PaceStartBudget still
+// runs its paced task: the claim holds the domain's next start back by its
+// round trip, instead of handing every paced task back for starting late
+// (which it did, for ever, with the database 30 ms away). The site's gaps
+// and the database's hold as with a near database.
+func TestPoolKeepsThePaceWithADistantDatabase(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const interval = 100 * time.Millisecond
+	srv := newPaceServer(t, "", nil)
+	f := setup(t, tasks.Config{})
+	job := pacedJob(t, f.queue, srv.domain(), 8, 8)
+	if err := f.queue.SetDomainPace(ctx, srv.domain(), interval); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = slowReturns{3 * tasks.DefaultPaceStartBudget}
+	far, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(far.Close)
+	q := tasks.New(far, tasks.Config{})
+	pool := worker.New(q, &crawl.Fetcher{Scheme: "http", Domains: crawl.NewDomainCache(q)},
+		worker.Config{ID: "far", Workers: 4, PollInterval: 20 * time.Millisecond, MaintainInterval: 100 * time.Millisecond})
+	runPools(t, []*worker.Pool{pool}, jobsDone(t, f.queue, job))
+	t.Logf("%d paced tasks handed back for missing their start", pool.Stats().PaceMissed)
+	arrivals, _ := srv.seen()
+	if len(arrivals) != 8 {
+		t.Errorf("the site saw %d requests, want 8", len(arrivals))
+	}
+	checkGaps(t, "requests at the site", arrivals, interval-10*time.Millisecond)
+	checkGaps(t, "claims in the database", dbStarts(t, f.queue, srv.domain()), interval)
 }

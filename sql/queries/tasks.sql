@@ -116,8 +116,11 @@ claimed AS (
 -- (pace) whenever a paced shard's task was claimed.
 paced AS (
     UPDATE domain_paces p
+    -- Plus pace_slack_ms, how much later than the stamp the claimer's
+    -- request may go out (its claims' round trip), so that the next start
+    -- leaves the interval after that request, not after the stamp.
     SET next_allowed_at = coalesce(sqlc.narg('now')::timestamptz, clock_timestamp())
-                          + p.interval_ms * interval '1 millisecond'
+                          + (p.interval_ms + sqlc.arg(pace_slack_ms)::bigint) * interval '1 millisecond'
     FROM shard
     WHERE p.domain_id = shard.paced_domain_id
       AND EXISTS (SELECT 1 FROM claimed)
@@ -125,7 +128,8 @@ paced AS (
     -- pace was stamped (a duration on the server's clock), so the worker
     -- can bound when the pace's reference time was on its own clock.
     RETURNING p.domain_id, p.next_allowed_at,
-              (extract(epoch FROM p.next_allowed_at - p.interval_ms * interval '1 millisecond'
+              (extract(epoch FROM p.next_allowed_at
+                                  - (p.interval_ms + sqlc.arg(pace_slack_ms)::bigint) * interval '1 millisecond'
                                   - statement_timestamp()) * 1000000)::bigint AS paced_after_us
 ),
 -- The shard keeps the next start it set (paced_until), in the same HOT
