@@ -117,8 +117,11 @@ func TestBlockedStatementsTimeOut(t *testing.T) {
 			}
 			defer d.Close()
 			q := d.Queue()
-			jobID := pendingJob(t, q, 4)
-			held, err := q.Claim(ctx, "w1", 2)
+			// Set up without the short timeouts: on a loaded machine a
+			// set-up statement may take longer than 300 ms.
+			setup := tasks.New(admin, tasks.Config{})
+			jobID := pendingJob(t, setup, 4)
+			held, err := setup.Claim(ctx, "w1", 2)
 			if err != nil || len(held) != 2 {
 				t.Fatalf("Claim: %d tasks, %v", len(held), err)
 			}
