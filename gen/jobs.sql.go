@@ -724,10 +724,12 @@ input AS (
     ORDER BY u.page_id, u.ord
 ),
 known AS (
-    SELECT i.path, i.priority, i.ord, i.page_id,
-           EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = i.page_id) AS queued
+    SELECT i.path, i.priority, i.ord, i.page_id, q.page_id IS NOT NULL AS queued
     FROM input i
     JOIN job ON job.status IN ('pending', 'running', 'paused', 'completed')
+    LEFT JOIN LATERAL (
+        SELECT t.page_id FROM tasks t WHERE t.job_id = job.id AND t.page_id = i.page_id LIMIT 1
+    ) q ON true
 ),
 fresh AS (
     SELECT k.page_id, k.path, k.priority,
@@ -845,8 +847,11 @@ type TaskEnqueueRow struct {
 // overlapping enqueues cannot deadlock. A pending job starts running; a
 // completed one is reopened (jobs_sync_shards gives it shards again).
 // Notifies idle workers when it adds pending tasks.
-// One tasks_job_id_page_id_key probe per input row (an EXISTS, not a scalar
-// LIMIT 1 subquery, whose generic plan did not probe the index).
+// One probe of tasks_job_id_page_id_key per input row: a LATERAL LIMIT 1,
+// which the planner must run per row. An EXISTS it hashed over a scan of
+// the whole table whenever it took the table for small. The caller plans
+// the statement at each execution (Queue.replanning), so "small" is the
+// table as it is, not as it was when the session began.
 // Delivered at commit; one notification per batch, not per task.
 // counted and started run to completion though nothing reads them.
 func (q *Queries) TaskEnqueue(ctx context.Context, db DBTX, arg TaskEnqueueParams) (TaskEnqueueRow, error) {

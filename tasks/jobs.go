@@ -276,7 +276,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 	var res EnqueueResult
 	deadline := time.Now().Add(q.cfg.AcquireTimeout)
 	for round := 0; ; round++ {
-		row, err := q.q.TaskEnqueue(ctx, db, gen.TaskEnqueueParams{
+		row, err := q.q.TaskEnqueue(ctx, q.replanning(db), gen.TaskEnqueueParams{
 			// Start: where this round's search for a free slot begins, so that
 			// concurrent enqueues spread over the slots.
 			JobID: jobID, Start: rand.Int32N(1 << 30), PageIds: pageIDs, Paths: paths, Priorities: priorities,

@@ -191,11 +191,15 @@ type Queue struct {
 	// claimTrip: a moving average of how long a claim statement takes, from
 	// sending to its rows (nanoseconds); the pace slack a paced claim asks for.
 	claimTrip atomic.Int64
+	// prepares: the pool's statements are prepared and their plans kept
+	// (pgx's default mode); see replanning.
+	prepares bool
 }
 
 // New returns a queue using pool.
 func New(pool *pgxpool.Pool, cfg Config) *Queue {
-	return &Queue{pool: pool, q: gen.New(), cfg: cfg.withDefaults()}
+	prepares := pool.Config().ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement
+	return &Queue{pool: pool, q: gen.New(), cfg: cfg.withDefaults(), prepares: prepares}
 }
 
 // Config is the queue's configuration, defaults filled in.
@@ -250,6 +254,29 @@ func interpretErrorIn(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (statement cancelled: %v)", ctx.Err(), err)
 	}
 	return interpretError(err)
+}
+
+// replanning returns db set to have the server plan each execution for the
+// tables as they are then, not as they were when the session first ran the
+// statement: a session that began a crawl planned TaskEnqueue for a nearly
+// empty tasks table, which a crawl multiplies within seconds, long before
+// autovacuum's ANALYZE replaces a prepared plan (TestEnqueuePlansForTheTableItMeets).
+// Planning costs about 0.5 ms a call. Only prepared statements keep plans:
+// in pgx's other modes (a transaction pooler's, db.Options.Pooler) every
+// statement is planned anew already, and db is returned as it is.
+func (q *Queue) replanning(db gen.DBTX) gen.DBTX {
+	if !q.prepares {
+		return db
+	}
+	return replanned{db}
+}
+
+// replanned sends QueryRow's statements unprepared, their parameter types
+// described once and cached (pgx QueryExecModeCacheDescribe).
+type replanned struct{ gen.DBTX }
+
+func (r replanned) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	return r.DBTX.QueryRow(ctx, sql, append([]any{pgx.QueryExecModeCacheDescribe}, args...)...)
 }
 
 // tx runs fn in a transaction on a pooled connection: committed if fn

@@ -102,13 +102,18 @@ input AS (
     ) u
     ORDER BY u.page_id, u.ord
 ),
--- One tasks_job_id_page_id_key probe per input row (an EXISTS, not a scalar
--- LIMIT 1 subquery, whose generic plan did not probe the index).
+-- One probe of tasks_job_id_page_id_key per input row: a LATERAL LIMIT 1,
+-- which the planner must run per row. An EXISTS it hashed over a scan of
+-- the whole table whenever it took the table for small. The caller plans
+-- the statement at each execution (Queue.replanning), so "small" is the
+-- table as it is, not as it was when the session began.
 known AS (
-    SELECT i.path, i.priority, i.ord, i.page_id,
-           EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = job.id AND t.page_id = i.page_id) AS queued
+    SELECT i.path, i.priority, i.ord, i.page_id, q.page_id IS NOT NULL AS queued
     FROM input i
     JOIN job ON job.status IN ('pending', 'running', 'paused', 'completed')
+    LEFT JOIN LATERAL (
+        SELECT t.page_id FROM tasks t WHERE t.job_id = job.id AND t.page_id = i.page_id LIMIT 1
+    ) q ON true
 ),
 fresh AS (
     SELECT k.page_id, k.path, k.priority,
