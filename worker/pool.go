@@ -72,7 +72,8 @@ type Config struct {
 	MaintainInterval time.Duration
 	// SeenLinks bounds how many link paths the pool remembers having
 	// written (per job, over all jobs), to drop the links a crawl finds on
-	// every page before they cost a statement. Default 1,000,000; past it
+	// every page before they cost a statement; links another outcome is
+	// carrying to the database are dropped too. Default 1,000,000; past it
 	// the pool forgets and starts again.
 	SeenLinks int
 	// ShutdownTimeout is how long running handlers may go on after Run's
@@ -507,17 +508,22 @@ func (p *Pool) armPace(ctx context.Context) (until time.Duration, ok bool) {
 }
 
 // link passes outcomes on to the completer until the outcomes channel
-// closes. It drops the links written before (seen), and those of outcomes
+// closes. It drops the links written before or on their way with another
+// outcome (seen), and those of outcomes
 // with links left wait, in batches bounded as the completer's are, for
 // Queue.PrepareLinks to create their pages: those statements run beside the
 // completer's transaction, which then writes only the links' tasks.
 func (p *Pool) link() {
 	p.gather(p.outcomes, func(o *outcome) bool {
-		if n := len(o.Result.Links); n > 0 && !o.release {
-			o.Result.Links = p.seen.unseen(o.Task.JobID, o.Result.Links)
-			p.stats.foundLinks(n, n-len(o.Result.Links))
+		// Only a completed task's links are written (Queue.Finish).
+		if o.release || o.Result.Err != nil || o.Result.Skip || len(o.Result.Links) == 0 {
+			p.finishing <- *o
+			return false
 		}
-		if o.release || len(o.Result.Links) == 0 || o.Result.Err != nil || o.Result.Skip {
+		n := len(o.Result.Links)
+		o.Result.Links = p.seen.unseen(o.Task, o.Result.Links)
+		p.stats.foundLinks(n, n-len(o.Result.Links))
+		if len(o.Result.Links) == 0 {
 			p.finishing <- *o
 			return false
 		}
@@ -606,6 +612,7 @@ func (p *Pool) flush(batch []outcome) {
 		outcomes = append(outcomes, o.Outcome)
 	}
 	if len(outcomes) > 0 {
+		defer p.seen.settled(outcomes)
 		// Finish owns the retry of rows a claimer locks for an instant;
 		// retry owns the database being away. What Finish leaves in Busy
 		// (after an error, or when ctx ended with rows still locked) is

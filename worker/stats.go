@@ -40,7 +40,8 @@ type Stats struct {
 	RescuedRetried int64
 	RescuedFailed  int64
 	// Links the handlers returned with completed tasks: LinksSeen were
-	// dropped by the pool as written before; of the rest, the database added
+	// dropped by the pool as written before or on their way with another
+	// outcome; of the rest, the database added
 	// LinksAdded as pending and LinksSkipped past max_pages, and found
 	// LinksDuplicate in their jobs already. LinksDropped were not paths
 	// Enqueue takes, or their job took no more pages.
