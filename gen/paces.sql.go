@@ -176,9 +176,9 @@ func (q *Queries) DomainPaceGet(ctx context.Context, db DBTX, name string) (Doma
 
 const domainPaceLearn = `-- name: DomainPaceLearn :many
 WITH input AS (
-    SELECT unnest($2::text[]) AS job_id,
-           unnest($3::boolean[]) AS back_off,
-           unnest($4::bigint[]) AS retry_after_ms
+    SELECT unnest($1::text[]) AS job_id,
+           unnest($2::boolean[]) AS back_off,
+           unnest($3::bigint[]) AS retry_after_ms
 ),
 per_domain AS (
     SELECT j.domain_id,
@@ -201,39 +201,55 @@ learned AS (
     SELECT p.domain_id,
            d.back_off,
            CASE WHEN d.back_off
-                THEN greatest(p.floor_ms, least($5::bigint, p.interval_ms + $6::bigint))
-                WHEN p.successes + d.successes >= $7::integer
-                THEN greatest(p.floor_ms, p.interval_ms - $6::bigint)
+                THEN greatest(p.floor_ms, least($4::bigint, p.interval_ms + $5::bigint))
+                WHEN p.successes + d.successes >= $6::integer
+                THEN greatest(p.floor_ms, p.interval_ms - $5::bigint)
                 ELSE p.interval_ms END AS interval_ms,
-           CASE WHEN d.back_off OR p.successes + d.successes >= $7::integer THEN 0
+           CASE WHEN d.back_off OR p.successes + d.successes >= $6::integer THEN 0
                 ELSE p.successes + d.successes END AS successes,
            d.retry_after_ms
     FROM domain_paces p
     JOIN per_domain d ON d.domain_id = p.domain_id
     JOIN locked l ON l.domain_id = p.domain_id
+),
+updated AS (
+    UPDATE domain_paces p
+    SET interval_ms = l.interval_ms,
+        successes = l.successes,
+        next_allowed_at = CASE WHEN l.back_off
+                               THEN greatest(p.next_allowed_at,
+                                             coalesce($7::timestamptz, now())
+                                             + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
+                               ELSE p.next_allowed_at END,
+        updated_at = coalesce($7::timestamptz, now())
+    FROM learned l
+    WHERE p.domain_id = l.domain_id
+    RETURNING p.domain_id, p.next_allowed_at
+),
+spread AS (
+    UPDATE job_shards s
+    SET paced_until = u.next_allowed_at
+    FROM updated u, (
+        SELECT o.job_id, o.shard
+        FROM job_shards o JOIN updated d ON o.paced_domain_id = d.domain_id
+        FOR NO KEY UPDATE OF o SKIP LOCKED
+    ) l
+    WHERE s.job_id = l.job_id AND s.shard = l.shard
+      AND s.paced_domain_id = u.domain_id
+      AND s.paced_until < u.next_allowed_at
+    RETURNING s.job_id
 )
-UPDATE domain_paces p
-SET interval_ms = l.interval_ms,
-    successes = l.successes,
-    next_allowed_at = CASE WHEN l.back_off
-                           THEN greatest(p.next_allowed_at,
-                                         coalesce($1::timestamptz, now())
-                                         + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
-                           ELSE p.next_allowed_at END,
-    updated_at = coalesce($1::timestamptz, now())
-FROM learned l
-WHERE p.domain_id = l.domain_id
-RETURNING p.domain_id
+SELECT domain_id FROM updated
 `
 
 type DomainPaceLearnParams struct {
-	Now          *time.Time
 	JobIds       []string
 	BackOff      []bool
 	RetryAfterMs []int64
 	MaxMs        int64
 	StepMs       int64
 	RecoverAfter int32
+	Now          *time.Time
 }
 
 // What results say about their domains' paces, one statement per finished
@@ -248,15 +264,19 @@ type DomainPaceLearnParams struct {
 // Successes on a pace at its floor change nothing: those rows are neither
 // locked nor written, so a paced domain crawling politely costs no write
 // per task here.
+// A pushed-out next start reaches the domain's shards (paced_until), so
+// that claims pass them over for a column test while it lasts, as after a
+// claim (TaskClaim's spread; idx_job_shards_paced_domain_id). SKIP LOCKED:
+// a shard a claimer holds keeps its earlier bound.
 func (q *Queries) DomainPaceLearn(ctx context.Context, db DBTX, arg DomainPaceLearnParams) ([]int32, error) {
 	rows, err := db.Query(ctx, domainPaceLearn,
-		arg.Now,
 		arg.JobIds,
 		arg.BackOff,
 		arg.RetryAfterMs,
 		arg.MaxMs,
 		arg.StepMs,
 		arg.RecoverAfter,
+		arg.Now,
 	)
 	if err != nil {
 		return nil, err

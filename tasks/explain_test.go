@@ -478,8 +478,8 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 		// Probes every paced shard with room, once.
 		{"TaskPacedNext", []any{&now, anyJob}, "domain_paces_pkey", 6 * 32, false, ""},
 		{"TaskPacedNext", []any{&now, liveJob}, "domain_paces_pkey", 32, false, ""},
-		{"DomainPaceLearn", []any{&now, []string{liveJob, liveJob}, []bool{true, false}, []int64{2000, 0},
-			int64(60000), int64(500), int32(5)}, "domain_paces_pkey", 0, false, ""},
+		{"DomainPaceLearn", []any{[]string{liveJob, liveJob}, []bool{true, false}, []int64{2000, 0},
+			int64(60000), int64(500), int32(5), &now}, "domain_paces_pkey", 0, false, ""},
 	}
 	pace := fmt.Sprintf(`
 		INSERT INTO domains (name) SELECT 'paced' || g || '.example' FROM generate_series(1, 1000) g;

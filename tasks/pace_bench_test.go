@@ -11,9 +11,10 @@ import (
 )
 
 // pacedDomains creates n domains, each with a running job of perJob pending
-// tasks, paced at interval; with notDue their next start is an hour away,
-// so every claim meets them and must pass them over. Created first, so
-// their shards lead job_shards: the worst place for an unpaced claim.
+// tasks, paced at interval; with notDue their next start is an hour away
+// (on their shards too, as a back-off leaves them), so every claim
+// meets them and must pass them over. Created first, so their shards lead
+// job_shards: the worst place for an unpaced claim.
 func pacedDomains(tb testing.TB, f fixture, n, perJob int, interval time.Duration, notDue bool) {
 	tb.Helper()
 	ctx := context.Background()
@@ -25,7 +26,11 @@ func pacedDomains(tb testing.TB, f fixture, n, perJob int, interval time.Duratio
 		}
 	}
 	if notDue {
-		if _, err := f.pool.Exec(ctx, "UPDATE domain_paces SET next_allowed_at = now() + interval '1 hour'"); err != nil {
+		_, err := f.pool.Exec(ctx, `
+			UPDATE domain_paces SET next_allowed_at = now() + interval '1 hour';
+			UPDATE job_shards s SET paced_until = p.next_allowed_at
+			FROM domain_paces p WHERE p.domain_id = s.paced_domain_id`)
+		if err != nil {
 			tb.Fatal(err)
 		}
 	}

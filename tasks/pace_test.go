@@ -100,6 +100,72 @@ func TestPaceIsSharedByTheDomainsJobs(t *testing.T) {
 	}
 }
 
+// A back-off's next start reaches every shard of the domain, of all its
+// jobs, as their bound (job_shards.paced_until), so that claims pass them
+// over for a column test while it lasts; a claim sets its own shard's.
+func TestPacedShardsShareTheirDomainsNextStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	f.job(t, tasks.JobOptions{Domain: "paced.example", Concurrency: 64}, 40) // 16 shards
+	f.job(t, tasks.JobOptions{Domain: "paced.example", Concurrency: 8}, 40)  // 2 shards
+	f.job(t, tasks.JobOptions{Domain: "free.example", Concurrency: 8}, 4)
+	if err := f.queue.SetDomainPace(ctx, "paced.example", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// bounds: how many of the paced domain's shards carry its next start,
+	// of how many, and whether an unpaced shard has a bound.
+	bounds := func() (current, shards int, unpaced bool) {
+		t.Helper()
+		err := f.pool.QueryRow(ctx, `
+			SELECT count(*) FILTER (WHERE s.paced_until = p.next_allowed_at),
+			       count(*) FILTER (WHERE p.domain_id IS NOT NULL),
+			       bool_or(s.paced_domain_id IS NULL AND s.paced_until <> 'epoch')
+			FROM job_shards s LEFT JOIN domain_paces p ON p.domain_id = s.paced_domain_id`).Scan(&current, &shards, &unpaced)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return current, shards, unpaced
+	}
+	claimed := claimAll(t, f, "w", 100)
+	if got := countByJob(claimed); len(claimed) != 5 {
+		t.Fatalf("claimed %v: want the unpaced job's 4 tasks and one paced", got)
+	}
+	if current, shards, unpaced := bounds(); current != 1 || shards != 18 || unpaced {
+		t.Errorf("after a paced claim: %d of %d paced shards carry the next start (want its own); an unpaced shard has a bound: %v",
+			current, shards, unpaced)
+	}
+	var paced tasks.Task
+	for _, c := range claimed {
+		if c.Paced {
+			paced = c
+		}
+	}
+	f.clock.Advance(time.Second)
+	throttled := tasks.TaskResult{StatusCode: 429, RetryAfter: time.Minute, Err: errors.New("429")}
+	if rep, err := f.queue.Finish(ctx, []tasks.Outcome{{Task: paced, Result: throttled}}); err != nil || rep.PaceErr != nil {
+		t.Fatalf("Finish: %v, %v", err, rep.PaceErr)
+	}
+	p, err := f.queue.DomainPace(ctx, "paced.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := f.clock.Now().Add(time.Minute); !p.NextAllowedAt.Equal(want) {
+		t.Fatalf("after a 429 with Retry-After 60: next start %v, want %v", p.NextAllowedAt, want)
+	}
+	if current, shards, _ := bounds(); current != 18 || shards != 18 {
+		t.Errorf("after a back-off: %d of %d paced shards carry the next start, want all 18", current, shards)
+	}
+	f.clock.Advance(59 * time.Second)
+	if got := claimAll(t, f, "w", 100); len(got) != 0 {
+		t.Fatalf("claimed %d tasks before Retry-After had passed", len(got))
+	}
+	f.clock.Advance(time.Second)
+	if got := claimAll(t, f, "w", 100); len(got) != 1 || !got[0].Paced {
+		t.Fatalf("once Retry-After had passed: claimed %d tasks, want one paced", len(got))
+	}
+}
+
 // A job created, or a job's shards added, after the pace was set is paced
 // too (the job_shards_pace trigger).
 func TestPaceCoversJobsCreatedLater(t *testing.T) {

@@ -124,19 +124,39 @@ learned AS (
     FROM domain_paces p
     JOIN per_domain d ON d.domain_id = p.domain_id
     JOIN locked l ON l.domain_id = p.domain_id
+),
+updated AS (
+    UPDATE domain_paces p
+    SET interval_ms = l.interval_ms,
+        successes = l.successes,
+        next_allowed_at = CASE WHEN l.back_off
+                               THEN greatest(p.next_allowed_at,
+                                             coalesce(sqlc.narg('now')::timestamptz, now())
+                                             + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
+                               ELSE p.next_allowed_at END,
+        updated_at = coalesce(sqlc.narg('now')::timestamptz, now())
+    FROM learned l
+    WHERE p.domain_id = l.domain_id
+    RETURNING p.domain_id, p.next_allowed_at
+),
+-- A pushed-out next start reaches the domain's shards (paced_until), so
+-- that claims pass them over for a column test while it lasts, as after a
+-- claim (TaskClaim's spread; idx_job_shards_paced_domain_id). SKIP LOCKED:
+-- a shard a claimer holds keeps its earlier bound.
+spread AS (
+    UPDATE job_shards s
+    SET paced_until = u.next_allowed_at
+    FROM updated u, (
+        SELECT o.job_id, o.shard
+        FROM job_shards o JOIN updated d ON o.paced_domain_id = d.domain_id
+        FOR NO KEY UPDATE OF o SKIP LOCKED
+    ) l
+    WHERE s.job_id = l.job_id AND s.shard = l.shard
+      AND s.paced_domain_id = u.domain_id
+      AND s.paced_until < u.next_allowed_at
+    RETURNING s.job_id
 )
-UPDATE domain_paces p
-SET interval_ms = l.interval_ms,
-    successes = l.successes,
-    next_allowed_at = CASE WHEN l.back_off
-                           THEN greatest(p.next_allowed_at,
-                                         coalesce(sqlc.narg('now')::timestamptz, now())
-                                         + greatest(l.interval_ms, l.retry_after_ms) * interval '1 millisecond')
-                           ELSE p.next_allowed_at END,
-    updated_at = coalesce(sqlc.narg('now')::timestamptz, now())
-FROM learned l
-WHERE p.domain_id = l.domain_id
-RETURNING p.domain_id;
+SELECT domain_id FROM updated;
 
 -- name: DomainPaceGet :one
 -- One domain's pace, by domain name. Relies on domains_name_key and
