@@ -666,3 +666,56 @@ func TestEnqueueRacingDuplicateDoesNotSkipAdmissiblePages(t *testing.T) {
 		t.Errorf("sum of the enqueue results (-want +got):\n%s", diff)
 	}
 }
+
+// An Enqueue outside a transaction that the server picks as a deadlock's
+// victim sends its round again: its caller sees the pages placed, not
+// ErrConflict. The deadlock: another transaction holds its insert of /b
+// while Enqueue, having inserted /a, waits for it, then inserts /a itself.
+// Enqueue waited first, so its backend's deadlock check (deadlock_timeout
+// after) finds the cycle and aborts it.
+func TestEnqueueSendsADeadlockedRoundAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, tasks.JobOptions{Concurrency: 4}, 0)
+	_, err := f.pool.Exec(ctx, `INSERT INTO pages (domain_id, path)
+		SELECT domain_id, p FROM jobs, unnest('{/a,/b}'::text[]) p WHERE id = $1`, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback(ctx) //nolint:errcheck // committed below
+	insert := `INSERT INTO tasks (job_id, page_id, path)
+		SELECT $1, p.id, p.path FROM jobs j JOIN pages p ON p.domain_id = j.domain_id WHERE j.id = $1 AND p.path = $2`
+	if _, err := other.Exec(ctx, insert, job.ID, "/b"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	var res tasks.EnqueueResult
+	go func() {
+		var err error
+		res, err = f.queue.Enqueue(ctx, job.ID, []tasks.Page{{Path: "/a"}, {Path: "/b"}})
+		done <- err
+	}()
+	// Enqueue waits for /b; then the other transaction inserts /a.
+	for waiting := false; !waiting; {
+		if err := f.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%TaskEnqueue%')`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := other.Exec(ctx, insert, job.ID, "/a"); err != nil {
+		t.Fatalf("the other transaction's insert of /a: %v (the deadlock's victim should have been Enqueue)", err)
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Enqueue: %v", err)
+	}
+	checkEnqueued(t, res, tasks.EnqueueResult{Duplicates: 2})
+}

@@ -245,8 +245,11 @@ func checkPage(arg string, p Page) error {
 // defers the pages it could not place (every slot with quota left was held
 // by another enqueue at that instant, or another enqueue was inserting the
 // same page); they go again, after a short pause when the round placed
-// nothing, until AcquireTimeout. In a transaction (Finish's), the slots each
-// round locks are held to its end; no slot is held while pages are created.
+// nothing, until AcquireTimeout. Outside a transaction, a round the server
+// chose as a deadlock's victim goes again too: it was rolled back whole, and
+// nothing before it was. In a transaction (Finish's), the slots each round
+// locks are held to its end, and a deadlock ends the transaction; no slot is
+// held while pages are created.
 func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Source, pages []Page, ids map[string]int32) (EnqueueResult, error) {
 	var missing []string
 	for _, p := range pages {
@@ -273,6 +276,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 			pageIDs, paths, priorities = append(pageIDs, id), append(paths, p.Path), append(priorities, p.Priority)
 		}
 	}
+	_, inTx := db.(pgx.Tx)
 	var res EnqueueResult
 	deadline := time.Now().Add(q.cfg.AcquireTimeout)
 	for round := 0; ; round++ {
@@ -284,6 +288,12 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 		})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return EnqueueResult{}, ErrJobNotFound
+		}
+		if err != nil && !inTx && errors.Is(interpretError(err), ErrConflict) && time.Now().Before(deadline) {
+			if err := pause(ctx, round); err != nil {
+				return EnqueueResult{}, err
+			}
+			continue
 		}
 		if err != nil {
 			return EnqueueResult{}, err
@@ -312,15 +322,24 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 			return EnqueueResult{}, fmt.Errorf("%w: no admission slot of job %s free within %s",
 				ErrUnavailable, jobID, q.cfg.AcquireTimeout)
 		}
-		pause := time.Duration(250<<min(round, 8)) * time.Microsecond
-		select {
-		case <-ctx.Done():
-			return EnqueueResult{}, ctx.Err()
-		case <-time.After(pause/2 + rand.N(pause)):
+		if err := pause(ctx, round); err != nil {
+			return EnqueueResult{}, err
 		}
 	}
 	res.Duplicates = len(pages) - res.Pending - res.Skipped
 	return res, nil
+}
+
+// pause waits before an enqueue's next round: 0.25 ms doubling with the
+// round, with jitter, so that enqueues losing races do not spin.
+func pause(ctx context.Context, round int) error {
+	d := time.Duration(250<<min(round, 8)) * time.Microsecond
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d/2 + rand.N(d)):
+		return nil
+	}
 }
 
 // pageIDs returns the page ids of paths on the job's domain, creating the
