@@ -140,20 +140,19 @@ updated AS (
     RETURNING p.domain_id, p.next_allowed_at
 ),
 -- A pushed-out next start reaches the domain's shards (paced_until), so
--- that claims pass them over for a column test while it lasts, as after a
--- claim (TaskClaim's spread; idx_job_shards_paced_domain_id). SKIP LOCKED:
--- a shard a claimer holds keeps its earlier bound.
+-- that claims pass them over for a column test while it lasts
+-- (idx_job_shards_paced_domain_id). SKIP LOCKED: a shard a claimer holds
+-- keeps its earlier bound.
 spread AS (
     UPDATE job_shards s
-    SET paced_until = u.next_allowed_at
-    FROM updated u, (
-        SELECT o.job_id, o.shard
-        FROM job_shards o JOIN updated d ON o.paced_domain_id = d.domain_id
+    SET paced_until = l.next_allowed_at
+    FROM (
+        SELECT o.job_id, o.shard, u.next_allowed_at
+        FROM job_shards o JOIN updated u ON o.paced_domain_id = u.domain_id
+        WHERE o.paced_until < u.next_allowed_at
         FOR NO KEY UPDATE OF o SKIP LOCKED
     ) l
     WHERE s.job_id = l.job_id AND s.shard = l.shard
-      AND s.paced_domain_id = u.domain_id
-      AND s.paced_until < u.next_allowed_at
     RETURNING s.job_id
 )
 SELECT domain_id FROM updated;
