@@ -3,7 +3,6 @@ package tasks
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/blue-banded-bee/taskq/gen"
@@ -36,11 +35,11 @@ type Task struct {
 	// slack the claim held the domain's next start back by (its queue's
 	// average claim duration), after the earliest the pace's reference time
 	// can have been here (the claim statement's sending, plus how long the
-	// server took from receiving it to stamping the pace), so a request sent
-	// by then keeps the site's gap
-	// within Config.PaceStartBudget of the interval, whatever the
-	// database's clock says. A handler that cannot start by
-	// then returns ErrPaceMissed and the worker pool hands the task back.
+	// server took from receiving it to stamping the pace), so a request
+	// sent by then keeps the site's gap within Config.PaceStartBudget of
+	// the interval, whatever the database's clock says. A handler that
+	// cannot start by then returns ErrPaceMissed and the worker pool hands
+	// the task back.
 	// Zero for an unpaced task.
 	StartBy time.Time
 }
@@ -139,13 +138,8 @@ func (q *Queue) claim(ctx context.Context, workerID, jobID string, n int) ([]Tas
 			if !claimable {
 				return nil
 			}
-			// Back off (0.25 ms doubling, with jitter) so that claimers
-			// losing races do not spin on the database.
-			backoff := time.Duration(250<<attempt) * time.Microsecond
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(backoff/2 + rand.N(backoff)):
+			if err := pause(ctx, attempt); err != nil {
+				return err
 			}
 		}
 	})

@@ -330,18 +330,6 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 	return res, nil
 }
 
-// pause waits before an enqueue's next round: 0.25 ms doubling with the
-// round, with jitter, so that enqueues losing races do not spin.
-func pause(ctx context.Context, round int) error {
-	d := time.Duration(250<<min(round, 8)) * time.Microsecond
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(d/2 + rand.N(d)):
-		return nil
-	}
-}
-
 // pageIDs returns the page ids of paths on the job's domain, creating the
 // pages it does not have: PageUpsertMany, again for the paths whose insert
 // met a concurrent one (committed, or rolled back, by the time it returned).

@@ -13,6 +13,7 @@ package tasks
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -254,6 +255,19 @@ func interpretErrorIn(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (statement cancelled: %v)", ctx.Err(), err)
 	}
 	return interpretError(err)
+}
+
+// pause waits before a claim's or an enqueue's next attempt after it lost a
+// race (0.25 ms doubling with the attempt, up to 64 ms, with jitter), so
+// that losers do not spin on the database.
+func pause(ctx context.Context, attempt int) error {
+	d := time.Duration(250<<min(attempt, 8)) * time.Microsecond
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d/2 + rand.N(d)):
+		return nil
+	}
 }
 
 // replanning returns db set to have the server plan each execution for the
