@@ -199,7 +199,7 @@ func (q *Queue) finishOne(ctx context.Context, t Task, r TaskResult) error {
 func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, error) {
 	var total FinishReport
 	for attempt := 1; ; attempt++ {
-		rep, err := q.finish(ctx, outcomes)
+		rep, err := q.finishRetryingConflicts(ctx, outcomes)
 		if err != nil {
 			if attempt == 1 {
 				return FinishReport{}, err
@@ -235,6 +235,24 @@ func (q *Queue) Finish(ctx context.Context, outcomes []Outcome) (FinishReport, e
 			total.Busy = outcomes
 			return total, nil
 		case <-time.After(time.Duration(attempt) * time.Millisecond):
+		}
+	}
+}
+
+// finishRetryingConflicts is finish, written again while its transaction
+// ends in ErrConflict (a deadlock's victim, or an enqueue of its links that
+// found no admission slot free and gave its locks up rather than wait
+// holding them: see enqueue), until AcquireTimeout. Such a transaction was
+// rolled back whole.
+func (q *Queue) finishRetryingConflicts(ctx context.Context, outcomes []Outcome) (FinishReport, error) {
+	deadline := time.Now().Add(q.cfg.AcquireTimeout)
+	for attempt := 0; ; attempt++ {
+		rep, err := q.finish(ctx, outcomes)
+		if !errors.Is(err, ErrConflict) || time.Now().After(deadline) {
+			return rep, err
+		}
+		if err := pause(ctx, attempt); err != nil {
+			return FinishReport{}, err
 		}
 	}
 }

@@ -247,9 +247,12 @@ func checkPage(arg string, p Page) error {
 // same page); they go again, after a short pause when the round placed
 // nothing, until AcquireTimeout. Outside a transaction, a round the server
 // chose as a deadlock's victim goes again too: it was rolled back whole, and
-// nothing before it was. In a transaction (Finish's), the slots each round
-// locks are held to its end, and a deadlock ends the transaction; no slot is
-// held while pages are created.
+// nothing before it was. In a transaction (Finish's), every row written so
+// far stays locked to its end, and the enqueue holding the slot it waits
+// for may be waiting for one of those rows: it does not pause but, after
+// two rounds in a row that placed nothing, fails with ErrConflict, and
+// Finish writes the transaction again. No slot is held while pages are
+// created.
 func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Source, pages []Page, ids map[string]int32) (EnqueueResult, error) {
 	var missing []string
 	for _, p := range pages {
@@ -279,6 +282,7 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 	_, inTx := db.(pgx.Tx)
 	var res EnqueueResult
 	deadline := time.Now().Add(q.cfg.AcquireTimeout)
+	stalled := 0 // rounds in a row that placed nothing
 	for round := 0; ; round++ {
 		row, err := q.q.TaskEnqueue(ctx, q.replanning(db), gen.TaskEnqueueParams{
 			// Start: where this round's search for a free slot begins, so that
@@ -316,6 +320,13 @@ func (q *Queue) enqueue(ctx context.Context, db gen.DBTX, jobID string, src Sour
 		}
 		pageIDs, paths, priorities = only(row.Deferred, pageIDs, paths, priorities)
 		if row.Pending+row.Skipped > 0 {
+			stalled = 0
+			continue
+		}
+		if stalled++; inTx && stalled >= 2 {
+			return EnqueueResult{}, fmt.Errorf("%w: no admission slot of job %s free in two rounds", ErrConflict, jobID)
+		}
+		if inTx {
 			continue
 		}
 		if time.Now().After(deadline) {
