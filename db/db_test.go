@@ -285,6 +285,7 @@ type sessionSettings struct {
 	LockTimeout              string
 	IdleInTransactionTimeout string
 	PlanCacheMode            string
+	JIT                      string
 	ApplicationName          string
 }
 
@@ -301,6 +302,7 @@ func show(t *testing.T, ctx context.Context, q interface {
 		{"lock_timeout", &s.LockTimeout},
 		{"idle_in_transaction_session_timeout", &s.IdleInTransactionTimeout},
 		{"plan_cache_mode", &s.PlanCacheMode},
+		{"jit", &s.JIT},
 		{"application_name", &s.ApplicationName},
 	} {
 		if err := q.QueryRow(ctx, "SHOW "+setting.name).Scan(setting.dst); err != nil {
@@ -324,7 +326,7 @@ func TestSessionSettingsReachTheServer(t *testing.T) {
 		{
 			name: "defaults",
 			want: func(sessionSettings) sessionSettings {
-				return sessionSettings{"30s", "5s", "1min", "force_generic_plan", "taskq"}
+				return sessionSettings{"30s", "5s", "1min", "force_generic_plan", "off", "taskq"}
 			},
 		},
 		{
@@ -332,23 +334,23 @@ func TestSessionSettingsReachTheServer(t *testing.T) {
 			opts: db.Options{StatementTimeout: 7 * time.Second, LockTimeout: 1500 * time.Millisecond,
 				IdleInTransactionTimeout: 2 * time.Minute, ApplicationName: "crawler"},
 			want: func(sessionSettings) sessionSettings {
-				return sessionSettings{"7s", "1500ms", "2min", "force_generic_plan", "crawler"}
+				return sessionSettings{"7s", "1500ms", "2min", "force_generic_plan", "off", "crawler"}
 			},
 		},
 		{
 			name: "negative disables",
 			opts: db.Options{StatementTimeout: -1, LockTimeout: -1, IdleInTransactionTimeout: -1},
 			want: func(server sessionSettings) sessionSettings {
-				server.PlanCacheMode, server.ApplicationName = "force_generic_plan", "taskq"
+				server.PlanCacheMode, server.JIT, server.ApplicationName = "force_generic_plan", "off", "taskq"
 				return server
 			},
 		},
 		{
 			name:  "the URL's own settings win",
 			opts:  db.Options{StatementTimeout: 7 * time.Second, ApplicationName: "crawler"},
-			query: url.Values{"statement_timeout": {"1234"}, "application_name": {"from-url"}, "plan_cache_mode": {"auto"}},
+			query: url.Values{"statement_timeout": {"1234"}, "application_name": {"from-url"}, "plan_cache_mode": {"auto"}, "jit": {"on"}},
 			want: func(sessionSettings) sessionSettings {
-				return sessionSettings{"1234ms", "5s", "1min", "auto", "from-url"}
+				return sessionSettings{"1234ms", "5s", "1min", "auto", "on", "from-url"}
 			},
 		},
 		{

@@ -3,9 +3,15 @@ package tasks_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/blue-banded-bee/taskq/db"
+	"github.com/blue-banded-bee/taskq/internal/pgtest"
+	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/tasks"
 	"github.com/blue-banded-bee/taskq/worker"
 )
@@ -146,4 +152,74 @@ func BenchmarkPacedDomainsAtTheirRate(b *testing.B) {
 	b.ReportMetric(rate/1000, "of-allowed")
 	b.ReportMetric(float64(after.ClaimLatency.P99.Microseconds()), "claim-p99-µs")
 	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkClaimPassingPacedDomains: one session's claims of an unpaced
+// job created after 100, 1,000 and 4,000 paced domains whose next start is
+// an hour away, so that each claim passes every paced shard: mean and p99
+// per claim, with the queue's session settings and with JIT compilation as
+// the server has it by default, in alternating rounds on the same database.
+// Past jit_above_cost the server compiles each claim before running it.
+func BenchmarkClaimPassingPacedDomains(b *testing.B) {
+	ctx := context.Background()
+	const claims = 200
+	for _, n := range []int{100, 1000, 4000} {
+		b.Run(fmt.Sprintf("%d paced domains", n), func(b *testing.B) {
+			url := pgtest.URL(b, migrate.VersionLatest)
+			pool := pgtest.Pool(b, url, 2)
+			f := fixture{pool: pool, queue: tasks.New(pool, tasks.Config{Now: time.Now})}
+			pacedDomains(b, f, n, 5, time.Second, true)
+			f.job(b, tasks.JobOptions{Domain: "free.example", Concurrency: 100_000}, 8*claims)
+			if _, err := f.pool.Exec(ctx, "VACUUM ANALYZE"); err != nil {
+				b.Fatal(err)
+			}
+			settings := []string{"queue's settings", "server's jit"}
+			queues := map[string]*tasks.Queue{}
+			for _, s := range settings {
+				cfg, err := db.PoolConfig(url, db.Options{MaxConns: 1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if s == "server's jit" {
+					delete(cfg.ConnConfig.RuntimeParams, "jit")
+				}
+				pool, err := pgxpool.NewWithConfig(ctx, cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(pool.Close)
+				queues[s] = tasks.New(pool, tasks.Config{Now: time.Now})
+			}
+			took := map[string][]time.Duration{}
+			for round := range 4 {
+				for _, s := range settings {
+					for range claims {
+						start := time.Now()
+						if _, err := queues[s].ClaimOne(ctx, "w"); err != nil {
+							b.Fatal(err)
+						}
+						took[s] = append(took[s], time.Since(start))
+					}
+					b.Logf("round %d, %s: done", round+1, s)
+				}
+			}
+			for _, s := range settings {
+				d := took[s]
+				slices.Sort(d)
+				var sum time.Duration
+				for _, x := range d {
+					sum += x
+				}
+				mean, p99 := sum/time.Duration(len(d)), d[len(d)*99/100]
+				b.Logf("%s: claim mean %v, p99 %v", s, mean, p99)
+				unit := "queue"
+				if s != settings[0] {
+					unit = "server-jit"
+				}
+				b.ReportMetric(float64(mean.Microseconds()), unit+"-mean-µs")
+				b.ReportMetric(float64(p99.Microseconds()), unit+"-p99-µs")
+			}
+			b.ReportMetric(0, "ns/op")
+		})
+	}
 }

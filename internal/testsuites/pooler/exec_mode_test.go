@@ -18,7 +18,7 @@ import (
 // sessionSettings are the startup parameters db.Open sends on a direct
 // connection (and pgtest.Pool's tasks.ConfigurePool): ignoring them lets the
 // default exec mode get as far as its statements.
-var sessionSettings = []string{"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "plan_cache_mode"}
+var sessionSettings = []string{"statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "plan_cache_mode", "jit"}
 
 // TestDefaultModeRefusedAtStartup: PgBouncer refuses a connection that sends
 // session settings as startup parameters, as db.Open does without Pooler;
