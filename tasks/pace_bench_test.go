@@ -3,7 +3,6 @@ package tasks_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -190,7 +189,10 @@ func BenchmarkClaimPassingPacedDomains(b *testing.B) {
 				b.Cleanup(pool.Close)
 				queues[s] = tasks.New(pool, tasks.Config{Now: time.Now})
 			}
-			took := map[string][]time.Duration{}
+			took := map[string]*worker.Histogram{}
+			for _, s := range settings {
+				took[s] = &worker.Histogram{}
+			}
 			for round := range 4 {
 				for _, s := range settings {
 					for range claims {
@@ -198,24 +200,16 @@ func BenchmarkClaimPassingPacedDomains(b *testing.B) {
 						if _, err := queues[s].ClaimOne(ctx, "w"); err != nil {
 							b.Fatal(err)
 						}
-						took[s] = append(took[s], time.Since(start))
+						took[s].Record(time.Since(start))
 					}
 					b.Logf("round %d, %s: done", round+1, s)
 				}
 			}
-			for _, s := range settings {
-				d := took[s]
-				slices.Sort(d)
-				var sum time.Duration
-				for _, x := range d {
-					sum += x
-				}
-				mean, p99 := sum/time.Duration(len(d)), d[len(d)*99/100]
+			for i, s := range settings {
+				_, n, sum := took[s].Cumulative(nil)
+				mean, p99 := sum/time.Duration(n), took[s].Summary().P99
 				b.Logf("%s: claim mean %v, p99 %v", s, mean, p99)
-				unit := "queue"
-				if s != settings[0] {
-					unit = "server-jit"
-				}
+				unit := []string{"queue", "server-jit"}[i]
 				b.ReportMetric(float64(mean.Microseconds()), unit+"-mean-µs")
 				b.ReportMetric(float64(p99.Microseconds()), unit+"-p99-µs")
 			}
