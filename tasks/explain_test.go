@@ -534,6 +534,9 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// On a failure too: an open transaction would hold the pool's
+			// Close, and the test would hang instead of failing.
+			defer tx.Rollback(ctx) //nolint:errcheck // rolled back below, or after a failure
 			if _, err := tx.Exec(ctx, "DROP INDEX idx_tasks_claim"); err != nil {
 				t.Fatal(err)
 			}
