@@ -12,7 +12,7 @@ import (
 )
 
 const taskClaim = `-- name: TaskClaim :many
-WITH paced_shard AS (
+WITH shard AS (
     -- Correlated scalar subqueries: an index probe per shard whatever the
     -- statistics say.
     SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free, s.paced_domain_id
@@ -20,26 +20,28 @@ WITH paced_shard AS (
     -- Read without a lock: releases only grow, so a stale value can only
     -- make this claim take less, never exceed the capacity.
     JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
-    -- paced_until, a lower bound of the domain's next start set by the
-    -- shard's last claim or back-off: the shards it says are not due are
-    -- outside the range. A shard another claimer is working on is passed
-    -- over for the cost of an in-memory lock attempt (no WAL), before the
-    -- probes below run: the planner orders quals by cost. Released at
-    -- commit. Exactness does not rest on it: FOR NO KEY UPDATE below
-    -- re-checks the newest row version.
+    -- A shard another claimer is working on is passed over for the cost of
+    -- an in-memory lock attempt (no WAL), before the probes below run: the
+    -- planner orders quals by cost. Released at commit. Exactness does not
+    -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
+    -- A paced shard whose last claim set a next start still to come
+    -- (paced_until, a lower bound of the domain's) is passed over first, for
+    -- one column test: no lock, no probe.
     WHERE ($1::text IS NULL OR s.job_id = $1::text)
-      AND s.paced_domain_id IS NOT NULL
-      AND s.paced_until <= coalesce($2::timestamptz, now())
-      AND pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR s.paced_until <= coalesce($2::timestamptz, now())
+               THEN pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
+               ELSE false END
       AND s.claims - r.releases < s.capacity
       AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-      -- A CASE, evaluated in order whatever the costs say: the domain's
-      -- pace first (a domain not due costs no tasks probe), then its
-      -- advisory lock (a domain another claimer is taking a task of is
-      -- passed over like a locked shard), then the tasks probe.
-      AND CASE WHEN (SELECT p.next_allowed_at <= coalesce($2::timestamptz, now())
-                     FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
-                    AND pg_try_advisory_xact_lock(1885430629, s.paced_domain_id)
+      -- A CASE, evaluated in order whatever the costs say: a paced shard's
+      -- pace first (a domain not due costs no tasks probe), then the
+      -- domain's advisory lock (a domain another claimer is taking a task
+      -- of is passed over like a locked shard), then the tasks probe.
+      AND CASE WHEN s.paced_domain_id IS NULL
+                    OR ((SELECT p.next_allowed_at <= coalesce($2::timestamptz, now())
+                         FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
+                        AND pg_try_advisory_xact_lock(1885430629, s.paced_domain_id))
                THEN (
                    SELECT true
                    FROM tasks t
@@ -53,35 +55,6 @@ WITH paced_shard AS (
                ELSE false END
     LIMIT 1
     FOR NO KEY UPDATE OF s SKIP LOCKED
-),
-unpaced_shard AS (
-    -- As paced_shard, without the pace.
-    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free, s.paced_domain_id
-    FROM job_shards s
-    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
-    WHERE s.paced_domain_id IS NULL
-      AND ($1::text IS NULL OR s.job_id = $1::text)
-      AND pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
-      AND s.claims - r.releases < s.capacity
-      AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
-      AND (
-          SELECT true
-          FROM tasks t
-          WHERE t.job_id = s.job_id COLLATE "C"
-            AND t.shard = s.shard
-            AND t.status = 'pending'
-            AND t.run_after <= coalesce($2::timestamptz, now())
-          ORDER BY t.priority_score DESC, t.created_at
-          LIMIT 1
-      )
-    LIMIT 1
-    FOR NO KEY UPDATE OF s SKIP LOCKED
-),
-shard AS (
-    SELECT job_id, shard, free, paced_domain_id FROM paced_shard
-    UNION ALL
-    SELECT job_id, shard, free, paced_domain_id FROM unpaced_shard
-    LIMIT 1
 ),
 pace AS (
     SELECT p.domain_id, p.interval_ms
@@ -211,22 +184,14 @@ type TaskClaimRow struct {
 // probe is written so.
 //
 // Politeness ("Politeness" in DATABASE.md): a shard of a paced job carries
-// its domain (paced_domain_id), and only for those is domain_paces probed.
-// A paced shard is taken only when its
+// its domain (paced_domain_id), and only for those is domain_paces probed,
+// so unpaced jobs pay one column test. A paced shard is taken only when its
 // domain's next_allowed_at has come and no other claimer holds the domain
 // (advisory lock, then the pace row FOR NO KEY UPDATE SKIP LOCKED, which
 // re-checks next_allowed_at on the newest version); at most one task is
 // taken, and next_allowed_at moves to the end of this statement plus the
 // interval in the same statement. Every later claim's now() is past it, so
 // no two task starts of a domain are closer than its interval.
-//
-// Two scans, paced shards first: a due paced domain's turn is one task
-// and comes once per interval, and unpaced work would otherwise take every
-// claim. Each scan reaches only its own shards (idx_job_shards_paced_until,
-// idx_job_shards_unpaced), so paced domains that are not due cost a claim
-// nothing. The unpaced scan runs only when the paced one found nothing.
-// A WITH query runs only as far as its reader reads it, so the unpaced
-// scan does not start when the paced one found a shard.
 // The paced shard's pace row, locked; read only for a paced shard. The
 // newest version must still be due: another claim may have moved it since
 // this statement's snapshot.

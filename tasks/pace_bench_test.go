@@ -155,10 +155,10 @@ func BenchmarkPacedDomainsAtTheirRate(b *testing.B) {
 
 // BenchmarkClaimPassingPacedDomains: one session's claims of an unpaced
 // job created after 100, 1,000 and 10,000 paced domains whose next start
-// is an hour away (a claim that scanned job_shards would pass every paced
-// shard; the claim must stay flat): mean and p99
-// per claim, with the queue's session settings and with JIT compilation as
-// the server has it by default, in alternating rounds on the same database.
+// is an hour away, so that each claim passes every paced shard: mean and
+// p99 per claim, with the queue's session settings and with JIT compilation
+// as the server has it by default, in alternating rounds on the same
+// database.
 // Past jit_above_cost the server compiles each claim before running it.
 func BenchmarkClaimPassingPacedDomains(b *testing.B) {
 	ctx := context.Background()
