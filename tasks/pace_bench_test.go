@@ -175,6 +175,7 @@ func BenchmarkClaimPassingPacedDomains(b *testing.B) {
 			}
 			settings := []string{"queue's settings", "server's jit"}
 			queues := map[string]*tasks.Queue{}
+			took := map[string]*worker.Histogram{}
 			for _, s := range settings {
 				cfg, err := db.PoolConfig(url, db.Options{MaxConns: 1})
 				if err != nil {
@@ -183,15 +184,12 @@ func BenchmarkClaimPassingPacedDomains(b *testing.B) {
 				if s == "server's jit" {
 					delete(cfg.ConnConfig.RuntimeParams, "jit")
 				}
-				pool, err := pgxpool.NewWithConfig(ctx, cfg)
+				session, err := pgxpool.NewWithConfig(ctx, cfg)
 				if err != nil {
 					b.Fatal(err)
 				}
-				b.Cleanup(pool.Close)
-				queues[s] = tasks.New(pool, tasks.Config{Now: time.Now})
-			}
-			took := map[string]*worker.Histogram{}
-			for _, s := range settings {
+				b.Cleanup(session.Close)
+				queues[s] = tasks.New(session, tasks.Config{Now: time.Now})
 				took[s] = &worker.Histogram{}
 			}
 			for round := range 4 {
@@ -207,8 +205,8 @@ func BenchmarkClaimPassingPacedDomains(b *testing.B) {
 				}
 			}
 			for i, s := range settings {
-				_, n, sum := took[s].Cumulative(nil)
-				mean, p99 := sum/time.Duration(n), took[s].Summary().P99
+				_, count, sum := took[s].Cumulative(nil)
+				mean, p99 := sum/time.Duration(count), took[s].Summary().P99
 				b.Logf("%s: claim mean %v, p99 %v", s, mean, p99)
 				unit := []string{"queue", "server-jit"}[i]
 				b.ReportMetric(float64(mean.Microseconds()), unit+"-mean-µs")
