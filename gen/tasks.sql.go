@@ -14,35 +14,42 @@ import (
 const taskClaim = `-- name: TaskClaim :many
 WITH shard AS (
     -- Correlated scalar subqueries: an index probe per shard whatever the
-    -- statistics say.
-    SELECT s.job_id, s.shard, s.capacity - (s.claims - r.releases) AS free, s.paced_domain_id
+    -- statistics say. The releases are read again here only for the shard
+    -- taken.
+    SELECT s.job_id, s.shard, s.capacity - (s.claims - (
+               SELECT r.releases FROM job_tallies r WHERE r.job_id = s.job_id AND r.shard = s.shard
+           )) AS free, s.paced_domain_id
     FROM job_shards s
-    -- Read without a lock: releases only grow, so a stale value can only
-    -- make this claim take less, never exceed the capacity.
-    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
-    -- A shard another claimer is working on is passed over for the cost of
-    -- an in-memory lock attempt (no WAL), before the probes below run: the
-    -- planner orders quals by cost. Released at commit. Exactness does not
-    -- rest on it: FOR NO KEY UPDATE below re-checks the newest row version.
-    -- A paced shard whose last claim set a next start still to come
-    -- (paced_until, a lower bound of the domain's) is passed over first, for
-    -- one column test: no lock, no probe.
+    -- Two ranges of idx_job_shards_claim_order in one scan: first the paced
+    -- shards whose bound (paced_until, a lower bound of the domain's next
+    -- start, set by the shard's last claim or a back-off) has come, oldest
+    -- first, then the unpaced shards (their key is -infinity). A due paced
+    -- domain's turn is one task per interval, and unpaced work would
+    -- otherwise take every claim. Paced shards not due lie between the two
+    -- ranges: a claim never reads them.
     WHERE ($1::text IS NULL OR s.job_id = $1::text)
-      AND CASE WHEN s.paced_domain_id IS NULL
-                    OR s.paced_until <= coalesce($2::timestamptz, now())
-               THEN pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
-               ELSE false END
-      AND s.claims - r.releases < s.capacity
+      AND (s.paced_domain_id IS NULL) = ANY ('{false,true}'::boolean[])
+      AND coalesce(s.paced_until, '-infinity') <= coalesce($2::timestamptz, now())
+      -- A shard another claimer is working on is passed over for the cost
+      -- of an in-memory lock attempt (no WAL), before the probes below run:
+      -- the planner orders quals by cost. Released at commit. Exactness
+      -- does not rest on it: FOR NO KEY UPDATE below re-checks the newest
+      -- row version.
+      AND pg_try_advisory_xact_lock(hashtext(s.job_id), s.shard)
       AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
       -- A CASE, evaluated in order whatever the costs say: a paced shard's
       -- pace first (a domain not due costs no tasks probe), then the
       -- domain's advisory lock (a domain another claimer is taking a task
-      -- of is passed over like a locked shard), then the tasks probe.
+      -- of is passed over like a locked shard), then the tasks probe, then
+      -- the shard's room (a job's drained shards cost no tallies probe).
+      -- The room's releases are read without a lock: they only grow, so a
+      -- stale value can only make this claim take less, never exceed the
+      -- capacity.
       AND CASE WHEN s.paced_domain_id IS NULL
                     OR ((SELECT p.next_allowed_at <= coalesce($2::timestamptz, now())
                          FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
                         AND pg_try_advisory_xact_lock(1885430629, s.paced_domain_id))
-               THEN (
+               THEN coalesce((
                    SELECT true
                    FROM tasks t
                    WHERE t.job_id = s.job_id COLLATE "C"
@@ -51,7 +58,10 @@ WITH shard AS (
                      AND t.run_after <= coalesce($2::timestamptz, now())
                    ORDER BY t.priority_score DESC, t.created_at
                    LIMIT 1
-               )
+               ), false)
+               AND s.claims - (
+                   SELECT r.releases FROM job_tallies r WHERE r.job_id = s.job_id AND r.shard = s.shard
+               ) < s.capacity
                ELSE false END
     LIMIT 1
     FOR NO KEY UPDATE OF s SKIP LOCKED
@@ -184,8 +194,8 @@ type TaskClaimRow struct {
 // probe is written so.
 //
 // Politeness ("Politeness" in DATABASE.md): a shard of a paced job carries
-// its domain (paced_domain_id), and only for those is domain_paces probed,
-// so unpaced jobs pay one column test. A paced shard is taken only when its
+// its domain (paced_domain_id), and only for those is domain_paces probed.
+// A paced shard is taken only when its
 // domain's next_allowed_at has come and no other claimer holds the domain
 // (advisory lock, then the pace row FOR NO KEY UPDATE SKIP LOCKED, which
 // re-checks next_allowed_at on the newest version); at most one task is

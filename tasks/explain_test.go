@@ -580,6 +580,76 @@ func TestQueueStatementsUseIndexes(t *testing.T) {
 	}
 }
 
+// TestClaimMeetsOnlyShardsItMayTake: next to 300 jobs of paced domains whose
+// next start is an hour away, a claim of an unpaced job reads no paced shard,
+// whatever the statistics say (never analyzed, analyzed with them present,
+// analyzed before any existed), in the plan a queue session runs and in a
+// custom plan; once those domains are due, a claim takes one of their tasks
+// before the unpaced job's, and reads as few shards.
+func TestClaimMeetsOnlyShardsItMayTake(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("creates 300 jobs in each of three states")
+	}
+	for _, analyze := range []string{"never", "after the jobs", "before the jobs"} {
+		t.Run("analyzed "+analyze, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			f := setupConns(t, tasks.Config{Now: time.Now}, 2)
+			if analyze != "after the jobs" {
+				noAutovacuum(t, f.pool)
+			}
+			if analyze == "before the jobs" {
+				seed(t, f.pool, "ANALYZE")
+			}
+			// The unpaced job between paced ones (a second job on each of
+			// the 150 domains): a scan in the table's order would meet paced
+			// shards before its own, and its own before the rest.
+			pacedDomains(t, f, 150, 1, time.Second, true)
+			free := f.job(t, tasks.JobOptions{Domain: "free.example", Concurrency: 64}, 100)
+			pacedDomains(t, f, 150, 1, time.Second, true)
+			if analyze == "after the jobs" {
+				seed(t, f.pool, "ANALYZE")
+			}
+			var unpaced int
+			if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM job_shards WHERE paced_domain_id IS NULL").Scan(&unpaced); err != nil {
+				t.Fatal(err)
+			}
+			// The claim's scans of job_shards, and its update's probe.
+			shardReads := func() {
+				t.Helper()
+				now := time.Now()
+				for kind, plan := range explainAnalyze(t, f.pool, "TaskClaim", gensql.MustQuery("TaskClaim"),
+					anyJob, &now, int32(1), "w", int64(60000), int64(0)) {
+					read := 0.0
+					plan.walk(func(n planNode) {
+						if n.RelationName == "job_shards" && strings.Contains(n.NodeType, "Scan") {
+							read += n.ActualRows*n.ActualLoops + n.RemovedByFilter + n.RemovedByRecheck
+						}
+					})
+					if read > float64(unpaced+1) {
+						t.Errorf("%s plan: the claim read %v job_shards rows; at most %d expected (the unpaced shards and the update's); the plan:\n%s",
+							kind, read, unpaced+1, plan.outline())
+					}
+				}
+			}
+			shardReads()
+			task, err := f.queue.ClaimOne(ctx, "w")
+			if err != nil || task == nil || task.JobID != free.ID {
+				t.Fatalf("ClaimOne next to paced domains not due = %+v, %v; want a task of %s", task, err, free.ID)
+			}
+			seed(t, f.pool, `
+				UPDATE domain_paces SET next_allowed_at = now() - interval '1 second';
+				UPDATE job_shards SET paced_until = now() - interval '1 second' WHERE paced_domain_id IS NOT NULL`)
+			shardReads()
+			task, err = f.queue.ClaimOne(ctx, "w")
+			if err != nil || task == nil || task.JobID == free.ID {
+				t.Fatalf("ClaimOne with the paced domains due = %+v, %v; want a paced domain's task first", task, err)
+			}
+		})
+	}
+}
+
 // TestBatchStatementsScaleLinearly runs each statement that takes a batch
 // (claim, finish, release, extend) on 500 tasks with EXPLAIN ANALYZE, in the
 // generic plan the queue's sessions run and in a custom plan (pooler mode),
