@@ -257,16 +257,15 @@ const taskClaimableExists = `-- name: TaskClaimableExists :one
 SELECT EXISTS (
     SELECT 1
     FROM job_shards s
-    JOIN job_tallies r ON r.job_id = s.job_id AND r.shard = s.shard
     WHERE ($1::text IS NULL OR s.job_id = $1::text)
-      AND s.claims - r.releases < s.capacity
+      AND (s.paced_domain_id IS NULL) = ANY ('{false,true}'::boolean[])
+      AND coalesce(s.paced_until, '-infinity') <= coalesce($2::timestamptz, now())
       AND (SELECT j.status FROM jobs j WHERE j.id = s.job_id) = 'running'
       -- In order, as in TaskClaim: a paced domain not due costs no probe.
       AND CASE WHEN s.paced_domain_id IS NULL
-                    OR (s.paced_until <= coalesce($2::timestamptz, now())
-                        AND (SELECT p.next_allowed_at <= coalesce($2::timestamptz, now())
-                             FROM domain_paces p WHERE p.domain_id = s.paced_domain_id))
-               THEN (
+                    OR (SELECT p.next_allowed_at <= coalesce($2::timestamptz, now())
+                        FROM domain_paces p WHERE p.domain_id = s.paced_domain_id)
+               THEN coalesce((
                    SELECT true
                    FROM tasks t
                    WHERE t.job_id = s.job_id COLLATE "C"
@@ -275,7 +274,10 @@ SELECT EXISTS (
                      AND t.run_after <= coalesce($2::timestamptz, now())
                    ORDER BY t.priority_score DESC, t.created_at
                    LIMIT 1
-               )
+               ), false)
+               AND s.claims - (
+                   SELECT r.releases FROM job_tallies r WHERE r.job_id = s.job_id AND r.shard = s.shard
+               ) < s.capacity
                ELSE false END
 ) AS claimable
 `
@@ -287,8 +289,10 @@ type TaskClaimableExistsParams struct {
 
 // Whether a claim could find work right now: used when a claim returned
 // nothing only because every free shard was locked by another claimer at that
-// instant; job_id as in TaskClaim. Reads job_shards_pkey and
-// idx_tasks_claim, and domain_paces_pkey for paced shards; locks nothing.
+// instant; job_id as in TaskClaim. Reads the shards as TaskClaim does
+// (idx_job_shards_claim_order, so paced shards not due are never read), then
+// jobs_pkey, domain_paces_pkey for paced shards, idx_tasks_claim and
+// job_tallies_pkey; locks nothing.
 func (q *Queries) TaskClaimableExists(ctx context.Context, db DBTX, arg TaskClaimableExistsParams) (bool, error) {
 	row := db.QueryRow(ctx, taskClaimableExists, arg.JobID, arg.Now)
 	var claimable bool
