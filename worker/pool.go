@@ -53,6 +53,15 @@ type Config struct {
 	// default) has every worker claim for itself; more has one fetcher claim
 	// for all, keeping up to Workers + ClaimBatch tasks in hand.
 	ClaimBatch int
+	// Claimers bounds how many of the workers' claim statements (ClaimBatch
+	// 1) are in flight at once; the other workers wait their turn in the
+	// pool rather than in the database. Claims past what the database can
+	// run at once only queue there, slowing every claim, and a paced task's
+	// request must go out within tasks.Config.PaceStartBudget of its claim
+	// statement being sent: the slower the claims, the more paced tasks are
+	// handed back for starting late. Default 8 (the measurements are in
+	// docs/operations/PACING.md, "Limits").
+	Claimers int
 	// ID prefixes the worker ids recorded on claimed tasks. Default
 	// hostname-pid-random, unique per pool.
 	ID string
@@ -92,6 +101,9 @@ func (c Config) withDefaults() Config {
 		c.ClaimBatch = 1
 	}
 	c.ClaimBatch = min(c.ClaimBatch, tasks.MaxBatch)
+	if c.Claimers <= 0 {
+		c.Claimers = 8
+	}
 	if c.ID == "" {
 		host, _ := os.Hostname()
 		var b [3]byte
@@ -150,6 +162,8 @@ type Pool struct {
 	// few statements per start, not one per idle worker.
 	turns chan struct{}
 	pace  paceTimer
+	// claimers holds a token per claim statement in flight (Config.Claimers).
+	claimers chan struct{}
 }
 
 // paceTimer is the pool's one timer for the next paced start: it gives a
@@ -187,6 +201,7 @@ func New(q *tasks.Queue, handler Handler, cfg Config) *Pool {
 		finishing: make(chan outcome, cfg.CompletionBatch),
 		seen:      newSeenLinks(cfg.SeenLinks),
 		turns:     make(chan struct{}, cfg.Workers),
+		claimers:  make(chan struct{}, cfg.Claimers),
 	}
 }
 
@@ -289,10 +304,16 @@ func claimContext(ctx context.Context) (context.Context, context.CancelFunc) {
 func (p *Pool) claimAndRun(ctx, workCtx context.Context, workerID string) {
 	failures := 0
 	for ctx.Err() == nil {
+		select {
+		case p.claimers <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		start := time.Now()
 		cctx, cancel := claimContext(ctx)
 		t, err := p.q.ClaimOne(cctx, workerID)
 		cancel()
+		<-p.claimers
 		p.stats.claimed(time.Since(start), t != nil)
 		if t != nil && ctx.Err() != nil {
 			p.outcomes <- outcome{Outcome: tasks.Outcome{Task: *t}, release: true}

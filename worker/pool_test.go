@@ -3,13 +3,17 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/blue-banded-bee/taskq/db"
 	"github.com/blue-banded-bee/taskq/internal/pgtest"
 	"github.com/blue-banded-bee/taskq/migrate"
 	"github.com/blue-banded-bee/taskq/tasks"
@@ -173,6 +177,63 @@ func TestPoolDrainsJobsExactlyOnce(t *testing.T) {
 				t.Errorf("claim latency summary %+v", stats.ClaimLatency)
 			}
 		})
+	}
+}
+
+// claimsInFlight counts the claim statements running at once on a
+// connection pool, and the most it saw.
+type claimsInFlight struct{ now, most atomic.Int64 }
+
+func (c *claimsInFlight) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.HasPrefix(d.SQL, "-- name: TaskClaim ") {
+		n := c.now.Add(1)
+		for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
+		}
+		return context.WithValue(ctx, c, true)
+	}
+	return ctx
+}
+
+func (c *claimsInFlight) TraceQueryEnd(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryEndData) {
+	if ctx.Value(c) != nil {
+		c.now.Add(-1)
+	}
+}
+
+// Workers claiming for themselves send at most Config.Claimers claim
+// statements at once, however many workers are idle, and still drain the
+// queue exactly once.
+func TestPoolBoundsClaimsInFlight(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, tasks.Config{})
+	job := f.job(t, 64, 600)
+	cfg, err := db.PoolConfig(f.url, db.Options{MaxConns: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := &claimsInFlight{}
+	cfg.ConnConfig.Tracer = claims
+	traced, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(traced.Close)
+	h := &recorder{}
+	p := worker.New(tasks.New(traced, tasks.Config{}), h, worker.Config{Workers: 16, Claimers: 2, MaintainInterval: 50 * time.Millisecond})
+	if got := p.Config().Claimers; got != 2 {
+		t.Fatalf("Config().Claimers = %d, want 2", got)
+	}
+	stats := runUntil(t, p, jobsDone(t, f.queue, job))
+	t.Logf("at most %d claim statements at once, %d claims", claims.most.Load(), stats.ClaimCalls)
+	if most := claims.most.Load(); most > 2 || most < 1 {
+		t.Errorf("at most %d claim statements ran at once, want 1 or 2 (Claimers 2)", most)
+	}
+	if stats.Completed != 600 || h.ranTwice() != 0 {
+		t.Errorf("completed %d, %d tasks ran twice", stats.Completed, h.ranTwice())
+	}
+	if got := worker.New(f.queue, h, worker.Config{}).Config().Claimers; got != 8 {
+		t.Errorf("default Claimers = %d, want 8", got)
 	}
 }
 

@@ -193,6 +193,7 @@ schema (exit 1: run taskq migrate up).`, stderr)
 	dbURL := databaseFlag(fs)
 	workers := fs.Int("workers", 8, "tasks run at once")
 	batch := fs.Int("claim-batch", 1, "tasks per claim statement: 1 = each worker claims for itself, more = one fetcher claims for all")
+	claimers := fs.Int("claimers", 8, "with --claim-batch 1: how many of the workers' claim statements may be in flight at once")
 	pooler := fs.Bool("pooler", false, "the URL is a transaction pooler (Supavisor :6543, PgBouncer): no prepared statements, no LISTEN, poll only")
 	listenURL := fs.String("listen-url", "", "direct (not pooled) URL to LISTEN on for new tasks; default: the database URL unless --pooler")
 	poll := fs.Duration("poll", time.Second, "how often idle workers look for tasks without a notification")
@@ -218,6 +219,8 @@ schema (exit 1: run taskq migrate up).`, stderr)
 		return usageError{fmt.Sprintf("--workers must be 1 to %d", maxWorkers)}
 	case *batch < 1 || *batch > tasks.MaxBatch:
 		return usageError{fmt.Sprintf("--claim-batch must be 1 to %d", tasks.MaxBatch)}
+	case *claimers < 1 || *claimers > maxWorkers:
+		return usageError{fmt.Sprintf("--claimers must be 1 to %d", maxWorkers)}
 	case *lease < time.Second:
 		return usageError{"--lease must be at least 1s"}
 	case *poll <= 0 || *shutdown <= 0:
@@ -262,7 +265,7 @@ schema (exit 1: run taskq migrate up).`, stderr)
 		maintain = -1
 	}
 	p := worker.New(d.Queue(), handler, worker.Config{
-		Workers: *workers, ClaimBatch: *batch, ListenURL: listen, PollInterval: *poll,
+		Workers: *workers, ClaimBatch: *batch, Claimers: *claimers, ListenURL: listen, PollInterval: *poll,
 		ShutdownTimeout: *shutdown, MaintainInterval: maintain, Logger: newLogger(stderr, *verbose),
 	})
 	if *metricsAddr != "" {
