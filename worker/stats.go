@@ -12,7 +12,8 @@ import (
 type Stats struct {
 	Elapsed time.Duration
 	// Claimed counts tasks claimed; ClaimCalls the claim statements, whose
-	// latency ClaimLatency summarises.
+	// latency ClaimLatency summarises (from the statement's start: not the
+	// wait for a place among Config.Claimers).
 	Claimed      int64
 	ClaimCalls   int64
 	ClaimLatency Summary
