@@ -102,7 +102,8 @@ func TestPaceIsSharedByTheDomainsJobs(t *testing.T) {
 
 // A back-off's next start reaches every shard of the domain, of all its
 // jobs, as their bound (job_shards.paced_until), so that claims pass them
-// over for a column test while it lasts; a claim sets its own shard's.
+// over for a column test while it lasts; a claim sets its own shard's; a
+// shard whose pace is cleared drops its bound.
 func TestPacedShardsShareTheirDomainsNextStart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -163,6 +164,37 @@ func TestPacedShardsShareTheirDomainsNextStart(t *testing.T) {
 	f.clock.Advance(time.Second)
 	if got := claimAll(t, f, "w", 100); len(got) != 1 || !got[0].Paced {
 		t.Fatalf("once Retry-After had passed: claimed %d tasks, want one paced", len(got))
+	}
+	// Cleared, the pace's bounds go with it, and every shard is claimable
+	// at once (the claim reads unpaced shards only up to now).
+	if had, err := f.queue.ClearDomainPace(ctx, "paced.example"); err != nil || !had {
+		t.Fatalf("ClearDomainPace = %v, %v", had, err)
+	}
+	var bounded int
+	if err := f.pool.QueryRow(ctx, "SELECT count(*) FROM job_shards WHERE paced_until <> 'epoch'").Scan(&bounded); err != nil {
+		t.Fatal(err)
+	}
+	if bounded != 0 {
+		t.Errorf("after clearing the pace %d shards keep a bound", bounded)
+	}
+	claimAll(t, f, "w", 100)
+	rows, err := f.pool.Query(ctx, `
+		SELECT j.id, j.concurrency, count(*) FILTER (WHERE t.status = 'running'), count(*) FILTER (WHERE t.status = 'pending')
+		FROM jobs j JOIN domains d ON d.id = j.domain_id JOIN tasks t ON t.job_id = j.id
+		WHERE d.name = 'paced.example' GROUP BY j.id, j.concurrency`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var job string
+		var concurrency, running, pending int
+		if err := rows.Scan(&job, &concurrency, &running, &pending); err != nil {
+			t.Fatal(err)
+		}
+		if pending > 0 && running < concurrency {
+			t.Errorf("after clearing the pace, job %s: %d running of %d allowed, %d pending left unclaimed", job, running, concurrency, pending)
+		}
 	}
 }
 
