@@ -59,8 +59,8 @@ type Config struct {
 	// run at once only queue there, slowing every claim, and a paced task's
 	// request must go out within tasks.Config.PaceStartBudget of its claim
 	// statement being sent: the slower the claims, the more paced tasks are
-	// handed back for starting late. Default 8 (the measurements are in
-	// docs/operations/PACING.md, "Limits").
+	// handed back for starting late. Default DefaultClaimers (the
+	// measurements are in docs/operations/PACING.md, "Limits").
 	Claimers int
 	// ID prefixes the worker ids recorded on claimed tasks. Default
 	// hostname-pid-random, unique per pool.
@@ -93,6 +93,9 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// DefaultClaimers is Config.Claimers' default.
+const DefaultClaimers = 8
+
 func (c Config) withDefaults() Config {
 	if c.Workers <= 0 {
 		c.Workers = 8
@@ -102,7 +105,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.ClaimBatch = min(c.ClaimBatch, tasks.MaxBatch)
 	if c.Claimers <= 0 {
-		c.Claimers = 8
+		c.Claimers = DefaultClaimers
 	}
 	if c.ID == "" {
 		host, _ := os.Hostname()

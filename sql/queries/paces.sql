@@ -67,18 +67,17 @@ SELECT EXISTS (SELECT 1 FROM deleted) AS deleted;
 -- or not (NULL), as domain_paces now says; run after DomainLockForPace in
 -- the same transaction. A shard no longer paced drops its bound
 -- (paced_until back to 'epoch'): the claim reads unpaced shards only up to
--- now.
--- Relies on idx_jobs_domain_id and job_shards_pkey.
+-- now. Relies on idx_jobs_domain_id and job_shards_pkey.
 UPDATE job_shards s
-SET paced_domain_id = CASE WHEN EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id)
-                           THEN j.domain_id END,
-    paced_until = CASE WHEN EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id)
-                       THEN s.paced_until ELSE 'epoch' END
+SET paced_domain_id = CASE WHEN f.paced THEN j.domain_id END,
+    paced_until = CASE WHEN f.paced THEN s.paced_until ELSE 'epoch' END
 FROM jobs j
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id) AS paced
+) f
 WHERE j.domain_id = ANY (sqlc.arg(domain_ids)::integer[])
   AND s.job_id = j.id
-  AND s.paced_domain_id IS DISTINCT FROM
-      CASE WHEN EXISTS (SELECT 1 FROM domain_paces p WHERE p.domain_id = j.domain_id) THEN j.domain_id END;
+  AND s.paced_domain_id IS DISTINCT FROM CASE WHEN f.paced THEN j.domain_id END;
 
 -- name: DomainPaceLearn :many
 -- What results say about their domains' paces, one statement per finished
