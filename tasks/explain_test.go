@@ -650,6 +650,60 @@ func TestClaimMeetsOnlyShardsItMayTake(t *testing.T) {
 	}
 }
 
+// TestShardVersionsStayMarkable makes many dead versions of the shards'
+// rows while a snapshot can still see them (as concurrent claims'
+// transactions do under load; claims' own versions come from updates that
+// find no room on their page for a HOT one) and checks that idx_job_shards_claim_order
+// holds no posting list: every unpaced shard has the same key there, and
+// B-tree deduplication, when a page filled, merged the dead versions'
+// entries with the live shards' into posting lists, which no scan can mark
+// dead unless every row in them is. Every claim then read every dead version
+// until a VACUUM (DATABASE.md, "No deduplication in that index"). The
+// entries a claim reads once the snapshot ends are not checked here: when a
+// scan may mark an entry depends on every session of the server, not only
+// this test's.
+func TestShardVersionsStayMarkable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setupConns(t, tasks.Config{Now: time.Now}, 2)
+	noAutovacuum(t, f.pool)
+	f.job(t, tasks.JobOptions{Domain: "a.example", Concurrency: 64}, 100)
+	snapshot, err := f.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snapshot.Rollback(ctx) //nolint:errcheck // it only reads
+	if _, err := snapshot.Exec(ctx, "SELECT count(*) FROM job_shards"); err != nil {
+		t.Fatal(err)
+	}
+	for range 40 {
+		// Updates of an indexed column are not HOT: each leaves a dead entry
+		// under the unpaced shards' key.
+		seed(t, f.pool, `UPDATE job_shards SET paced_until = 'epoch'::timestamptz + interval '1 second'`)
+		seed(t, f.pool, `UPDATE job_shards SET paced_until = 'epoch'`)
+	}
+	// As a superuser (the test role is one): pageinspect reads the pages.
+	seed(t, f.pool, "CREATE EXTENSION IF NOT EXISTS pageinspect")
+	var shards, pages, rows, postings int
+	err = f.pool.QueryRow(ctx, `
+		SELECT (SELECT count(*) FROM job_shards), count(DISTINCT b),
+		       coalesce(sum(CASE WHEN i.tids IS NOT NULL THEN cardinality(i.tids) WHEN i.htid IS NOT NULL THEN 1 ELSE 0 END), 0),
+		       count(*) FILTER (WHERE i.tids IS NOT NULL)
+		FROM generate_series(1, pg_relation_size('idx_job_shards_claim_order') / current_setting('block_size')::int - 1) b,
+		     bt_page_items('idx_job_shards_claim_order', b::int) i`).Scan(&shards, &pages, &rows, &postings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows < 80*shards {
+		t.Fatalf("idx_job_shards_claim_order points at %d row versions (%d pages); %d updates of %d shards should have left at least %d",
+			rows, pages, 80, shards, 80*shards)
+	}
+	if postings > 0 {
+		t.Errorf("idx_job_shards_claim_order holds %d posting lists (%d row versions, %d pages): dead shard versions merged with live ones, which no scan can mark",
+			postings, rows, pages)
+	}
+}
+
 // TestBatchStatementsScaleLinearly runs each statement that takes a batch
 // (claim, finish, release, extend) on 500 tasks with EXPLAIN ANALYZE, in the
 // generic plan the queue's sessions run and in a custom plan (pooler mode),
