@@ -71,10 +71,16 @@ func drain(tb testing.TB, f fixture, workers, batch, total int) time.Duration {
 
 // drainSingleClaims runs workers that each claim one task at a time and hand
 // the outcome to one completer, which finishes them in batches of up to
-// flushBatch: single-task claiming as the worker pool does it.
-func drainSingleClaims(tb testing.TB, f fixture, workers, flushBatch, total int) time.Duration {
+// flushBatch: single-task claiming as the worker pool does it. At most
+// claimers claim statements are in flight at once, as worker.Config.Claimers
+// bounds them in the pool; 0 leaves them unbounded.
+func drainSingleClaims(tb testing.TB, f fixture, workers, claimers, flushBatch, total int) time.Duration {
 	tb.Helper()
 	ctx := context.Background()
+	if claimers <= 0 {
+		claimers = workers
+	}
+	slots := make(chan struct{}, claimers)
 	outcomes := make(chan tasks.Outcome, workers*2)
 	var done atomic.Int64
 	errs := make(chan error, workers+1)
@@ -86,7 +92,9 @@ func drainSingleClaims(tb testing.TB, f fixture, workers, flushBatch, total int)
 			defer wg.Done()
 			worker := fmt.Sprintf("bench-%d", w)
 			for done.Load() < int64(total) {
+				slots <- struct{}{}
 				task, err := f.queue.ClaimOne(ctx, worker)
+				<-slots
 				if errors.Is(err, tasks.ErrNoTasksAvailable) {
 					time.Sleep(100 * time.Microsecond)
 					continue
@@ -151,7 +159,7 @@ func BenchmarkClaimOneFinishBatched(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ResetTimer()
-			elapsed := drainSingleClaims(b, f, c.workers, 500, per*c.jobs)
+			elapsed := drainSingleClaims(b, f, c.workers, 0, 500, per*c.jobs)
 			b.StopTimer()
 			b.ReportMetric(float64(per*c.jobs)/elapsed.Seconds(), "tasks/s")
 			b.ReportMetric(0, "ns/op")

@@ -312,7 +312,7 @@ func seedThroughQueue(t *testing.T, pool *pgxpool.Pool, n, jobs int) {
 	}
 }
 
-func seed(t *testing.T, pool *pgxpool.Pool, sql string) {
+func seed(t testing.TB, pool *pgxpool.Pool, sql string) {
 	t.Helper()
 	ctx := context.Background()
 	// Set-up, not a queue statement: it may fill 100,000 rows on a busy
@@ -386,7 +386,7 @@ var statsStates = []struct {
 }
 
 // noAutovacuum keeps autovacuum off the queue's tables in this database.
-func noAutovacuum(t *testing.T, pool *pgxpool.Pool) {
+func noAutovacuum(t testing.TB, pool *pgxpool.Pool) {
 	t.Helper()
 	for _, table := range []string{"domains", "pages", "jobs", "job_shards", "job_tallies", "job_admissions", "domain_paces", "tasks"} {
 		seed(t, pool, "ALTER TABLE "+table+" SET (autovacuum_enabled = false)")
