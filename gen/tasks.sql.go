@@ -23,9 +23,9 @@ WITH shard AS (
     -- Two ranges of idx_job_shards_claim_order in one scan: first the paced
     -- shards whose bound (paced_until, a lower bound of the domain's next
     -- start, set by the shard's last claim or a back-off) has come, oldest
-    -- first, then the unpaced shards (their paced_until stays 'epoch'). A due paced
-    -- domain's turn is one task per interval, and unpaced work would
-    -- otherwise take every claim. Paced shards not due lie between the two
+    -- first, then the unpaced shards (their paced_until stays 'epoch'). A
+    -- due paced domain's turn is one task per interval, and unpaced work
+    -- would otherwise take every claim. Paced shards not due lie between the two
     -- ranges: a claim never reads them.
     WHERE ($1::text IS NULL OR s.job_id = $1::text)
       AND (s.paced_domain_id IS NULL) = ANY ('{false,true}'::boolean[])

@@ -653,8 +653,8 @@ func TestClaimMeetsOnlyShardsItMayTake(t *testing.T) {
 // TestShardVersionsStayMarkable makes many dead versions of the shards'
 // rows while a snapshot can still see them (as concurrent claims'
 // transactions do under load; claims' own versions come from updates that
-// find no room on their page for a HOT one) and checks that idx_job_shards_claim_order
-// holds no posting list: every unpaced shard has the same key there, and
+// find no room on their page for a HOT one) and checks that
+// idx_job_shards_claim_order holds no posting list: every unpaced shard has the same key there, and
 // B-tree deduplication, when a page filled, merged the dead versions'
 // entries with the live shards' into posting lists, which no scan can mark
 // dead unless every row in them is. Every claim then read every dead version
